@@ -1,0 +1,106 @@
+"""WSOL model: a timm ViT/DeiT with a CLS token, a 3x3 conv head on its patch tokens, and an
+optional Spatial Calibration Module used in training only.
+
+Inference never touches the SCM: logits = GAP(S0) and the localization map of class c is
+minmax(F0) * S0_c (DESIGN section 2). With scm=None (or zero blocks) this is TS-CAM.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.models.vision_transformer import VisionTransformer
+
+from scm_ray.model.attention import block_with_cls_row, check_supported_block
+from scm_ray.model.scm import SpatialCalibration, minmax
+
+
+class WSOLModel(nn.Module):
+    """Backbone + conv head (+ SCM). `scm_enabled` lets training switch the SCM on after a
+    classification warm-up without rebuilding the model."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, scm: SpatialCalibration | None = None):
+        super().__init__()
+        name = getattr(backbone, "default_cfg", {}).get("architecture") or type(backbone).__name__
+        if not isinstance(backbone, VisionTransformer):
+            raise TypeError(
+                f"{name}: WSOLModel needs a timm VisionTransformer (ViT/DeiT) with a CLS token, "
+                f"got {type(backbone).__name__}"
+            )
+        if getattr(backbone, "cls_token", None) is None:
+            raise TypeError(f"{name}: WSOLModel needs a CLS token; this model has none")
+        if getattr(backbone, "dynamic_img_size", False):
+            raise TypeError(f"{name}: dynamic_img_size is not supported (the grid must be fixed)")
+        for i, block in enumerate(backbone.blocks):
+            check_supported_block(block, f"{name} block {i}")
+        backbone.reset_classifier(0)  # the conv head replaces the linear classifier
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.grid_size: tuple[int, int] = tuple(backbone.patch_embed.grid_size)
+        self.head = nn.Conv2d(backbone.embed_dim, num_classes, kernel_size=3, stride=1, padding=1)
+        self.scm = scm if scm is not None and len(scm.blocks) > 0 else None
+        self.scm_enabled = True
+
+    @property
+    def uses_scm(self) -> bool:
+        return self.scm is not None and self.scm_enabled
+
+    def maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, img, img) -> S0 (B, C, H, W) and F0 (B, H*W) in [0, 1].
+
+        F0 is the head-mean CLS-to-patch attention averaged over all blocks, min-max normalised
+        per image; it is not detached, so the SCM loss reaches the attention weights.
+        """
+        vit = self.backbone
+        x = vit.patch_embed(images)  # (B, N, D)
+        x = vit._pos_embed(x)  # (B, T, D), T = prefix + N
+        x = vit.patch_drop(x)
+        x = vit.norm_pre(x)
+        rows = []
+        for block in vit.blocks:
+            x, row = block_with_cls_row(block, x, vit.num_prefix_tokens)  # row (B, N)
+            rows.append(row)
+        x = vit.norm(x)
+        tokens = x[:, vit.num_prefix_tokens:]  # (B, N, D)
+        B, N, D = tokens.shape
+        H, W = self.grid_size
+        s0 = self.head(tokens.transpose(1, 2).reshape(B, D, H, W))  # (B, C, H, W)
+        f0 = minmax(torch.stack(rows, dim=0).mean(dim=0))  # (B, N)
+        return s0, f0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C): GAP of S^L through the SCM in training, GAP of S0 otherwise."""
+        s0, f0 = self.maps(images)
+        if self.training and self.uses_scm:
+            s, _ = self.scm(s0, f0)  # (B, C, H, W)
+            return s.mean(dim=(2, 3))
+        return s0.float().mean(dim=(2, 3))  # (B, C)
+
+    @torch.no_grad()
+    def localize(
+        self,
+        images: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        topk: int = 1,
+        size: tuple[int, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SCM-free inference: (logits (B, C), cams (B, K, h, w) in [0, 1]).
+
+        cams[:, k] = minmax(upsample(minmax(F0) * S0_c)) for c = classes[:, k] (given) or the
+        k-th predicted class; `size` defaults to the input size.
+        """
+        s0, f0 = self.maps(images)
+        s0, f0 = s0.float(), f0.float()
+        logits = s0.mean(dim=(2, 3))  # (B, C)
+        if classes is None:
+            classes = logits.topk(topk, dim=1).indices  # (B, K)
+        elif classes.dim() == 1:
+            classes = classes[:, None]  # (B, 1)
+        B, C, H, W = s0.shape
+        picked = s0.gather(1, classes[:, :, None, None].expand(-1, -1, H, W))  # (B, K, H, W)
+        cams = f0.view(B, 1, H, W) * picked  # (B, K, H, W)
+        size = size or tuple(images.shape[-2:])
+        cams = F.interpolate(cams, size=size, mode="bilinear", align_corners=False)  # (B, K, h, w)
+        cams = minmax(cams.flatten(2)).view(B, -1, *size)  # (B, K, h, w)
+        return logits, cams
