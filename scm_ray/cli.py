@@ -1,0 +1,56 @@
+"""`scm-ray` command line: prepare | train | tune | evaluate | bench | cluster | demo.
+
+Each sub-command lives next to the code it drives, in a module exposing
+`add_arguments(parser)` and `run(args) -> int`; this file only wires them up, importing a module
+when its command runs (so `scm-ray prepare` never imports Ray).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("scm_ray.data.cli", "convert a dataset (CUB, ILSVRC, wsol metadata, synthetic) to records + FFCV"),
+    "train": ("scm_ray.train.cli", "train DeiT+SCM with Ray Train"),
+    "tune": ("scm_ray.tune.cli", "hyperparameter search with Ray Tune"),
+    "evaluate": ("scm_ray.evaluate.cli", "evaluate checkpoints in parallel, SCM-free"),
+    "bench": ("scm_ray.bench.cli", "benchmarks: step, boxes, loader"),
+    "cluster": ("scm_ray.cluster_cli", "cluster helpers: check a cluster YAML"),
+    "demo": ("scm_ray.demo", "the whole pipeline on a synthetic dataset and a local Ray"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+    parser = argparse.ArgumentParser(prog="scm-ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args = parser.parse_args(argv)
+    if module is None:
+        parser.print_help()
+        return 2
+    from scm_ray.config import ConfigError
+
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:
+        print(f"scm-ray {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
