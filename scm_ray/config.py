@@ -168,6 +168,147 @@ class DataConfig:
         check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
 
 
+@dataclass
+class OptimConfig:
+    """AdamW as the reference (eps 1e-8, weight decay 0.05 except 1-D params, biases, pos_embed,
+    cls_token, lambda, beta) and the learning-rate schedule, stepped per iteration."""
+
+    lr: float = 5e-5
+    weight_decay: float = 0.05
+    eps: float = 1e-8
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # "step": multiply by step_gamma at each epoch in step_milestones (the reference: [30] with
+    # 30 epochs, i.e. constant); "cosine": down to min_lr; "constant".
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    step_milestones: list[int] = field(default_factory=lambda: [30])
+    step_gamma: float = 0.1
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    # Clip the global gradient norm to this value; 0 disables clipping.
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas",
+            f"must be two numbers in [0, 1), got {self.betas}",
+        )
+        check(
+            all(m >= 1 for m in self.step_milestones) and self.step_milestones == sorted(self.step_milestones),
+            "step_milestones",
+            f"must be increasing epochs >= 1, got {self.step_milestones}",
+        )
+        check(0 < self.step_gamma <= 1, "step_gamma", f"must be in (0, 1], got {self.step_gamma}")
+        check(0 <= self.min_lr <= self.lr, "min_lr", f"must be in [0, lr], got {self.min_lr}")
+        check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        check(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0 = off), got {self.grad_clip}")
+
+
+@dataclass
+class TrainConfig:
+    """The per-worker training loop."""
+
+    epochs: int = 30
+    # "auto": bf16 autocast on GPUs, fp32 on CPUs.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False
+    seed: int = 0
+    log_every_steps: int = 50
+    # Cap on optimizer steps per epoch (0 = the whole split); for smoke runs.
+    max_steps_per_epoch: int = 0
+    # Testing aid: raise in the first attempt at this global step (-1 = never).
+    inject_failure_at_step: int = -1
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
+        check(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", "must be >= 0 (0 = all)")
+
+
+@dataclass
+class EvalConfig:
+    """Localization evaluation settings (DESIGN section 3)."""
+
+    # "wsol": GT-class maps, threshold chosen on the held-out split; "paper": the released SCM
+    # code's same-split protocol with top-1 predicted maps (labelled as such).
+    protocol: Literal["wsol", "paper"] = "wsol"
+    threshold_step: float = 0.01
+    iou_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+
+    def __post_init__(self) -> None:
+        check(
+            0 < self.threshold_step <= 0.5,
+            "threshold_step",
+            f"must be in (0, 0.5], e.g. 0.01 or 0.001; got {self.threshold_step}",
+        )
+        check(
+            len(self.iou_thresholds) >= 1 and all(0 < t <= 1 for t in self.iou_thresholds),
+            "iou_thresholds",
+            f"must be numbers in (0, 1], got {self.iou_thresholds}",
+        )
+
+
+@dataclass
+class RayConfig:
+    """Cluster connection, worker group, storage and fault tolerance (Ray Train RunConfig)."""
+
+    # "" = RAY_ADDRESS if set, else start an embedded local Ray; "auto" or ray://host:port.
+    address: str = ""
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    # Local folder, shared filesystem path or URI (s3://, gs://) every node can reach.
+    storage_path: str = "runs"
+    # Run name; "" = derived from the config name and time. Same name + storage = resume.
+    name: str = ""
+    num_to_keep: int = 3
+    checkpoint_metric: str = "val/gt_known"
+    checkpoint_mode: Literal["max", "min"] = "max"
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+        check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
+        check(self.gpus_per_worker > 0, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
+        check(bool(self.storage_path), "storage_path", "must name a folder or URI")
+        check(self.num_to_keep >= 1, "num_to_keep", f"must be >= 1, got {self.num_to_keep}")
+        check(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited")
+        check("/" not in self.name, "name", f"must not contain '/', got {self.name!r}")
+
+
+@dataclass
+class TrainJobConfig:
+    """Everything a training run needs; the YAML of `scm-ray train --config`."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scm: SCMConfig = field(default_factory=SCMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        check(
+            self.data.crop_size == self.model.img_size,
+            "data.crop_size",
+            f"must equal model.img_size={self.model.img_size}, got {self.data.crop_size}",
+        )
+        check(
+            self.scm.start_epoch < self.train.epochs or self.scm.num_blocks == 0,
+            "scm.start_epoch",
+            f"must be < train.epochs={self.train.epochs} (else the SCM never trains)",
+        )
+
+
+# Shipped job YAMLs are named <kind>_<anything>.yaml; each kind loads with its job config class.
+JOB_CONFIGS: dict[str, type] = {"train": TrainJobConfig}
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading, overrides and serialisation
 # ----------------------------------------------------------------------------------------------
@@ -238,6 +379,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(key, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, f"expected a number, got {value!r}")
         return float(value)

@@ -209,7 +209,8 @@ class SpatialCalibration(nn.Module):
         # The diffusion runs in float32 even under bf16 autocast: E, M and the Newton-Schulz
         # products are not safe in bf16.
         with torch.autocast(device_type=semantic.device.type, enabled=False):
-            s, f = semantic.float(), attention.float()
+            dtype = torch.promote_types(semantic.dtype, torch.float32)
+            s, f = semantic.to(dtype), attention.to(dtype)
             lap = grid_laplacian(H, W, device=s.device, dtype=s.dtype)
             for block in self.blocks:
                 s, f = block(s, f, lap, self.guards)
