@@ -1,0 +1,168 @@
+"""Self-describing checkpoints (plain torch; no Ray).
+
+A checkpoint is a directory (the one Ray Train persists) holding:
+- ``model.pt``: format version, resolved config (a plain dict), epoch, global step, metrics, the
+  inference weights (backbone + conv head) and, separately, the SCM weights. Everything needed to
+  rebuild the model for evaluation, from this file alone.
+- ``train_state.pt``: optimizer and scheduler state, for resuming training.
+- ``meta.json``: the same metadata in readable form (no weights).
+
+Files are loaded with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scm_ray.config import ConfigError, ModelConfig, SCMConfig, from_dict
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+TRAIN_STATE_FILE = "train_state.pt"
+META_FILE = "meta.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, truncated or incompatible; the message names the file."""
+
+
+@dataclass
+class CheckpointData:
+    path: Path
+    format_version: int
+    config: dict
+    epoch: int
+    global_step: int
+    metrics: dict[str, float]
+    model_state: dict[str, torch.Tensor]
+    scm_state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.config.get("model", {}))
+
+    @property
+    def scm_config(self) -> SCMConfig:
+        return from_dict(SCMConfig, self.config.get("scm", {}))
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metrics as plain floats/ints/strings (weights_only-loadable, JSON-writable)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            out[str(key)] = value
+        elif hasattr(value, "item"):
+            out[str(key)] = value.item()
+    return out
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    config: dict,
+    epoch: int,
+    global_step: int,
+    metrics: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+) -> Path:
+    """Write a self-describing checkpoint into `directory` (created if needed)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    module = getattr(model, "module", model)  # unwrap DDP
+    module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    metrics = _plain(metrics)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": config,
+        "epoch": int(epoch),
+        "global_step": int(global_step),
+        "metrics": metrics,
+        "model": {k: v for k, v in state.items() if not k.startswith("scm.")},
+        "scm": {k[len("scm."):]: v for k, v in state.items() if k.startswith("scm.")},
+    }
+    torch.save(payload, directory / MODEL_FILE)
+    if optimizer is not None:
+        train_state = {"optimizer": optimizer.state_dict(), "epoch": int(epoch),
+                       "global_step": int(global_step)}
+        if scheduler is not None:
+            train_state["scheduler"] = scheduler.state_dict()
+        torch.save(train_state, directory / TRAIN_STATE_FILE)
+    meta = {k: payload[k] for k in ("format_version", "epoch", "global_step", "metrics", "config")}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return directory
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, or not a weights-only pickle
+        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def load_checkpoint(path: str | Path) -> CheckpointData:
+    """Read ``model.pt`` of a checkpoint directory (or the file itself) and check its format."""
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    payload = _torch_load(file)
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{file}: not an scm-ray checkpoint (no format_version)")
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: format version {version} is not supported (this scm-ray reads {FORMAT_VERSION})"
+        )
+    missing = [k for k in ("config", "model", "epoch") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{file}: missing {', '.join(missing)}")
+    return CheckpointData(
+        path=file.parent,
+        format_version=version,
+        config=payload["config"],
+        epoch=int(payload["epoch"]),
+        global_step=int(payload.get("global_step", 0)),
+        metrics=dict(payload.get("metrics", {})),
+        model_state=payload["model"],
+        scm_state=payload.get("scm", {}),
+    )
+
+
+def load_train_state(path: str | Path) -> dict:
+    """Optimizer / scheduler state of a checkpoint directory, for resuming."""
+    return _torch_load(Path(path) / TRAIN_STATE_FILE)
+
+
+def model_from_checkpoint(path: str | Path | CheckpointData, with_scm: bool = False):
+    """Rebuild the model from the checkpoint alone; SCM-free unless `with_scm`.
+
+    Pretrained-weight settings are ignored: the checkpoint's own weights are loaded.
+    """
+    from scm_ray.model import build_model  # local import: keeps this module light
+
+    data = path if isinstance(path, CheckpointData) else load_checkpoint(path)
+    try:
+        model_cfg = data.model_config
+        scm_cfg = data.scm_config if with_scm else None
+    except ConfigError as exc:
+        raise CheckpointError(f"{data.path}: config is not valid for this scm-ray: {exc}") from None
+    model_cfg.pretrained = ""
+    model = build_model(model_cfg, scm_cfg)
+    try:
+        state = dict(data.model_state)
+        if with_scm and model.scm is not None:
+            state.update({f"scm.{k}": v for k, v in data.scm_state.items()})
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{data.path}: weights do not match the config: {exc}") from None
+    return model
