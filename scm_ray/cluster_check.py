@@ -100,7 +100,8 @@ def check_file(path: str | Path) -> Report:
         return Report(path, "unknown", [Problem("", "several YAML documents but none is a KubeRay manifest")])
     (doc,) = docs
     if "provider" in doc or "cluster_name" in doc:
-        kind = f"Ray cluster launcher, provider {doc.get('provider', {}).get('type', '?')}"
+        provider = doc.get("provider")
+        kind = f"Ray cluster launcher, provider {provider.get('type', '?') if isinstance(provider, dict) else '?'}"
         return Report(path, kind, check_launcher(doc))
     if "runtime_env" in path.name or set(doc) <= _runtime_env_fields():
         return Report(path, "Ray runtime env", check_runtime_env(doc))
@@ -235,7 +236,7 @@ def _node_roles(prepared: dict) -> dict[str, tuple[str, list[str]]]:
         )
     }
     for name, node_type in (prepared.get("available_node_types") or {}).items():
-        if name == head_type or node_type.get("max_workers", 1) == 0 and prepared["provider"]["type"] != "local":
+        if name == head_type:
             continue
         image = (node_type.get("docker") or {}).get("worker_image") or docker.get("worker_image") or docker.get("image", "")
         commands = _commands(node_type, "initialization_commands") or _commands(prepared, "initialization_commands")
