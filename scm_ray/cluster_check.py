@@ -79,6 +79,18 @@ class Report:
 # ----------------------------------------------------------------------------------------------
 
 
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given; a directory stands for every YAML below it (`scm-ray cluster check cluster/`)."""
+    out: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        else:
+            out.append(path)
+    return out
+
+
 def check_file(path: str | Path) -> Report:
     """Read `path`, decide what kind of cluster file it is, and run that kind's checks."""
     path = Path(path)

@@ -10,14 +10,18 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     check = sub.add_parser("check", help="validate cluster YAMLs against Ray's schema and scm-ray's needs")
-    check.add_argument("files", nargs="+", metavar="FILE", help="cluster launcher YAML, KubeRay manifest or runtime env")
+    check.add_argument("files", nargs="+", metavar="FILE",
+                       help="cluster launcher YAML, KubeRay manifest or runtime env; a folder means its YAMLs")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print one block per file, in order; exit 1 when any file has a problem."""
-    from scm_ray.cluster_check import check_file
+    from scm_ray.cluster_check import check_file, expand
 
-    reports = [check_file(path) for path in args.files]
+    reports = [check_file(path) for path in expand(args.files)]
+    if not reports:
+        print(f"scm-ray cluster check: no YAML files in {' '.join(args.files)}", file=sys.stderr)
+        return 1
     for report in reports:
         print("\n".join(report.lines()), flush=True)
     failed = sum(not r.ok for r in reports)

@@ -53,7 +53,7 @@ def test_shipped_file_passes(path: Path):
 
 
 def test_cli_passes_all_shipped_files():
-    result = cli(*SHIPPED)
+    result = cli(CLUSTER)  # a folder stands for every YAML below it
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok    ") == len(SHIPPED)
 
