@@ -152,6 +152,8 @@ class DataConfig:
     eval_batch_size: int = 64
     num_workers: int = 2
     seed: int = 0
+    # Where a URI root is staged on each node ("" = $SCM_RAY_DATA_CACHE or ~/.cache/scm-ray).
+    cache_dir: str = ""
 
     def __post_init__(self) -> None:
         check(bool(self.root), "root", "must name a prepared dataset folder or URI")

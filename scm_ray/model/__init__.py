@@ -14,13 +14,14 @@ from scm_ray.model.scm import (
     minmax,
     newton_schulz_dense,
 )
-from scm_ray.model.wsol import WSOLModel
+from scm_ray.model.wsol import WSOLModel, class_maps
 
 __all__ = [
     "ActivationDiffusionBlock",
     "SpatialCalibration",
     "WSOLModel",
     "build_backbone",
+    "class_maps",
     "build_model",
     "build_scm",
     "grid_laplacian",

@@ -91,16 +91,22 @@ class WSOLModel(nn.Module):
         k-th predicted class; `size` defaults to the input size.
         """
         s0, f0 = self.maps(images)
-        s0, f0 = s0.float(), f0.float()
-        logits = s0.mean(dim=(2, 3))  # (B, C)
+        logits = s0.float().mean(dim=(2, 3))  # (B, C)
         if classes is None:
             classes = logits.topk(topk, dim=1).indices  # (B, K)
         elif classes.dim() == 1:
             classes = classes[:, None]  # (B, 1)
-        B, C, H, W = s0.shape
-        picked = s0.gather(1, classes[:, :, None, None].expand(-1, -1, H, W))  # (B, K, H, W)
-        cams = f0.view(B, 1, H, W) * picked  # (B, K, H, W)
-        size = size or tuple(images.shape[-2:])
-        cams = F.interpolate(cams, size=size, mode="bilinear", align_corners=False)  # (B, K, h, w)
-        cams = minmax(cams.flatten(2)).view(B, -1, *size)  # (B, K, h, w)
-        return logits, cams
+        return logits, class_maps(s0, f0, classes, size or tuple(images.shape[-2:]))
+
+
+def class_maps(
+    s0: torch.Tensor, f0: torch.Tensor, classes: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """Localization maps (B, K, h, w) in [0, 1] for classes (B, K): minmax(F0) * S0_c, bilinearly
+    upsampled to `size`, min-max normalised per map (DESIGN section 2, inference)."""
+    s0, f0 = s0.float(), f0.float()
+    B, C, H, W = s0.shape
+    picked = s0.gather(1, classes[:, :, None, None].expand(-1, -1, H, W))  # (B, K, H, W)
+    cams = f0.view(B, 1, H, W) * picked  # (B, K, H, W)
+    cams = F.interpolate(cams, size=size, mode="bilinear", align_corners=False)  # (B, K, h, w)
+    return minmax(cams.flatten(2)).view(B, -1, *size)  # (B, K, h, w)

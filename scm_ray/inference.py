@@ -1,0 +1,72 @@
+"""SCM-free evaluation of a model over a split: maps -> boxes -> metric counts (no Ray).
+
+Used per epoch by the training workers (counts merged over ranks), by the evaluation actors
+and by the demo. Every image of the split is counted exactly once: loaders hand each rank a
+disjoint shard, and the accumulator's integer counts are summed across ranks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from scm_ray.metrics import LocalizationAccumulator
+from scm_ray.model.wsol import class_maps
+
+
+def make_accumulator(threshold_step: float, iou_thresholds, num_classes: int) -> LocalizationAccumulator:
+    thresholds = np.arange(0.0, 1.0, threshold_step)
+    return LocalizationAccumulator(thresholds=thresholds, iou_thresholds=list(iou_thresholds))
+
+
+@torch.no_grad()
+def accumulate_batch(model, acc: LocalizationAccumulator, images: torch.Tensor, labels: torch.Tensor,
+                     boxes: torch.Tensor, box_count: torch.Tensor, use_bf16: bool = False) -> None:
+    """Maps for the GT class and the top-1 predicted class, top-5 predictions, boxes -> counts."""
+    device = images.device
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        s0, f0 = model.maps(images)
+    logits = s0.float().mean(dim=(2, 3))  # (B, C)
+    topk = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, 5)
+    classes = torch.stack([labels.to(device), topk[:, 0]], dim=1)  # (B, 2): GT, top-1
+    cams = class_maps(s0, f0, classes, size=tuple(images.shape[-2:]))  # (B, 2, h, w)
+    cams = cams.cpu().numpy()
+    counts = box_count.cpu().numpy()
+    gt_boxes = [b[: int(n)] for b, n in zip(boxes.cpu().numpy(), counts)]
+    acc.update(
+        gt_maps=cams[:, 0], top1_maps=cams[:, 1], labels=labels.cpu().numpy(),
+        topk=topk.cpu().numpy(), gt_boxes=gt_boxes,
+    )
+
+
+def evaluate_split(model, loader, device: torch.device, num_classes: int, protocol: str = "wsol",
+                   threshold_step: float = 0.01, iou_thresholds=(0.3, 0.5, 0.7), use_bf16: bool = False,
+                   prefix: str = "", distributed: bool = False,
+                   return_accumulator: bool = False):
+    """Metrics (percent) of `model` over the loader's images; counts summed over ranks when
+    `distributed`. SCM-free: only maps() is used."""
+    module = getattr(model, "module", model)
+    was_training = module.training
+    module.eval()
+    acc = make_accumulator(threshold_step, iou_thresholds, num_classes)
+    for images, labels, boxes, box_count, _index in loader:
+        accumulate_batch(module, acc, images, labels, boxes, box_count, use_bf16)
+    if distributed:
+        acc = _all_reduce(acc, device)
+    module.train(was_training)
+    result = acc.compute(protocol=protocol)
+    metrics = {f"{prefix}{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+    return (metrics, acc) if return_accumulator else metrics
+
+
+def _all_reduce(acc: LocalizationAccumulator, device: torch.device) -> LocalizationAccumulator:
+    """Sum the accumulator's integer counts over all ranks (exact: counts, not averages)."""
+    state = acc.state_dict()
+    merged = {}
+    for key in sorted(state):
+        value = torch.as_tensor(np.asarray(state[key]), dtype=torch.int64)
+        value = value.to(device) if device.type == "cuda" else value
+        dist.all_reduce(value)
+        merged[key] = value.cpu().numpy()
+    return acc.from_state_dict(merged)

@@ -1,0 +1,51 @@
+"""Driver-visible progress: one line per epoch, and a count of worker-group failures.
+
+Ray Train V2 calls these on its controller (whose output Ray forwards to the driver's stdout).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ray.train.v2.api.callback import UserCallback
+
+from scm_ray.train.history import _fs, write_text
+
+FAILURES_FILE = "failures.json"
+
+
+def format_epoch_line(metrics: dict, epochs: int) -> str:
+    keys = [("train/loss", "loss {:.4f}"), ("train/images_per_s", "{:.0f} img/s"),
+            ("lr", "lr {:.2e}"), ("val/top1_cls", "top1-cls {:.1f}"),
+            ("val/gt_known", "GT-Known {:.1f}"), ("val/top1_loc", "top1-loc {:.1f}"),
+            ("val/maxboxacc_v2", "MaxBoxAccV2 {:.1f}"), ("epoch_seconds", "{:.1f} s")]
+    parts = [f"epoch {metrics.get('epoch', '?')}/{epochs}"]
+    parts += [fmt.format(metrics[k]) for k, fmt in keys if isinstance(metrics.get(k), (int, float))]
+    if metrics.get("scm_active") == 0:
+        parts.append("(SCM off: warm-up)")
+    return "[scm-ray] " + " | ".join(parts)
+
+
+def read_failures(run_dir: str) -> int:
+    fs, path = _fs(run_dir)
+    try:
+        with fs.open_input_stream(f"{path}/{FAILURES_FILE}") as stream:
+            return int(json.loads(stream.read().decode())["failures"])
+    except (FileNotFoundError, OSError, KeyError, ValueError):
+        return 0
+
+
+class EpochPrinter(UserCallback):
+    def __init__(self, epochs: int, run_dir: str):
+        self.epochs = epochs
+        self.run_dir = run_dir
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        if metrics:
+            print(format_epoch_line(metrics[0], self.epochs), flush=True)
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
+        failures = read_failures(self.run_dir) + 1
+        write_text(self.run_dir, FAILURES_FILE, json.dumps({"failures": failures}))
+        first = next(iter(worker_exceptions.values()), None)
+        print(f"[scm-ray] worker group failure #{failures}: {first!r}", flush=True)

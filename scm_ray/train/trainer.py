@@ -1,0 +1,152 @@
+"""Driver side of training: validate, connect, build the TorchTrainer from the config, fit,
+summarise. Everything that can be checked before a worker starts is checked here."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from scm_ray.config import ConfigError, TrainJobConfig, to_dict
+from scm_ray.data.staging import is_uri
+
+
+@dataclass
+class TrainingOutcome:
+    run_dir: str
+    epochs_done: int
+    metrics: dict
+    best_checkpoint: str | None
+    latest_checkpoint: str | None
+    failures: int
+    seconds: float
+    error: str | None = None
+
+
+def resolve_run_dir(cfg: TrainJobConfig, default_name: str) -> tuple[str, str, str]:
+    """(storage_path, name, run_dir) with a local storage path made absolute (Ray needs that)."""
+    storage = cfg.ray.storage_path
+    if not is_uri(storage):
+        storage = str(Path(storage).expanduser().resolve())
+    name = cfg.ray.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return storage, name, f"{storage.rstrip('/')}/{name}"
+
+
+def check_dataset(cfg: TrainJobConfig) -> None:
+    """A local dataset folder must hold the splits training reads (URIs are checked by workers)."""
+    if is_uri(cfg.data.root):
+        return
+    root = Path(cfg.data.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError("data.root", f"dataset folder not found: {root} "
+                          "(create one with `scm-ray prepare ...`)")
+    for key in ("train_split", "val_split"):
+        split = getattr(cfg.data, key)
+        beton = root / f"{split}.beton"
+        if not beton.is_file():
+            found = sorted(p.stem for p in root.glob("*.beton"))
+            raise ConfigError(f"data.{key}", f"{beton} not found; splits in {root}: {found or 'none'}")
+
+
+def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str):
+    """The Ray Train V2 TorchTrainer for this config."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from scm_ray.train.callbacks import EpochPrinter
+    from scm_ray.train.loop import train_worker
+
+    resources = {"CPU": cfg.ray.cpus_per_worker}
+    if cfg.ray.use_gpu:
+        resources["GPU"] = cfg.ray.gpus_per_worker
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"job": to_dict(cfg), "run_dir": run_dir},
+        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.ray.num_to_keep,
+                checkpoint_score_attribute=cfg.ray.checkpoint_metric,
+                checkpoint_score_order=cfg.ray.checkpoint_mode,
+            ),
+            callbacks=[EpochPrinter(cfg.train.epochs, run_dir)],
+        ),
+    )
+
+
+def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOutcome:
+    """Validate, connect to Ray, fit, and write the run summary. Raises ConfigError before any
+    cluster resource is taken when the config cannot work."""
+    from scm_ray import ray_session
+
+    check_dataset(cfg)
+    storage, name, run_dir = resolve_run_dir(cfg, default_name)
+    print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
+    problems = ray_session.check_resources(cfg.ray.num_workers, cfg.ray.cpus_per_worker,
+                                           cfg.ray.gpus_per_worker, cfg.ray.use_gpu)
+    if problems and ray_session.is_local_embedded(cfg.ray.address):
+        raise ConfigError("ray", "; ".join(problems))
+    for problem in problems:
+        print(f"[scm-ray] WARNING {problem} (waiting for the autoscaler)", flush=True)
+    print(f"[scm-ray] run folder: {run_dir}", flush=True)
+    start = time.perf_counter()
+    result = build_trainer(cfg, storage, name, run_dir).fit()
+    outcome = _outcome(result, run_dir, cfg, time.perf_counter() - start)
+    _write_summary(outcome, cfg)
+    return outcome
+
+
+def _outcome(result, run_dir: str, cfg: TrainJobConfig, seconds: float) -> TrainingOutcome:
+    metrics = dict(result.metrics or {})
+    best = None
+    if result.best_checkpoints:
+        metric = cfg.ray.checkpoint_metric
+        sign = 1 if cfg.ray.checkpoint_mode == "max" else -1
+        scored = [(sign * m.get(metric, float("-inf")), c.path) for c, m in result.best_checkpoints]
+        best = max(scored)[1]
+    failures = _count_failures(run_dir)
+    return TrainingOutcome(
+        run_dir=run_dir,
+        epochs_done=int(metrics.get("epoch", 0)),
+        metrics=metrics,
+        best_checkpoint=best,
+        latest_checkpoint=result.checkpoint.path if result.checkpoint else None,
+        failures=failures,
+        seconds=seconds,
+        error=str(result.error) if result.error else None,
+    )
+
+
+def _count_failures(run_dir: str) -> int:
+    """Worker-group restarts seen by the epoch printer (recorded in the run folder)."""
+    from scm_ray.train.callbacks import read_failures
+
+    return read_failures(run_dir)
+
+
+def _write_summary(outcome: TrainingOutcome, cfg: TrainJobConfig) -> None:
+    from scm_ray.train.history import SUMMARY_FILE, write_text
+
+    m = outcome.metrics
+    lines = [
+        f"run folder      {outcome.run_dir}",
+        f"epochs          {outcome.epochs_done} / {cfg.train.epochs}",
+        f"wall time       {outcome.seconds:.1f} s",
+        f"worker failures {outcome.failures} (max_failures {cfg.ray.max_failures})",
+        f"best checkpoint {outcome.best_checkpoint} (by {cfg.ray.checkpoint_metric})",
+        f"last checkpoint {outcome.latest_checkpoint}",
+        "last epoch      " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(m.items())),
+    ]
+    if outcome.error:
+        lines.append(f"error           {outcome.error}")
+    text = "\n".join(lines) + "\n"
+    write_text(outcome.run_dir, "summary.txt", text)
+    write_text(outcome.run_dir, "outcome.json", json.dumps(outcome.__dict__, indent=2, default=str))
+    print(text, flush=True)
