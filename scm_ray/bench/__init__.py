@@ -1,0 +1,1 @@
+"""Benchmarks: training step (plain vs SCM), box extraction, data loader."""
