@@ -1,0 +1,26 @@
+"""Submitting through the Job Submission API to a head from cluster/start_local_head.sh, with the
+repository as working dir: the entrypoint's `python` must be the project's environment, and the
+code that runs must be the submitted copy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from .local_head import submit_and_wait
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def _value(logs: str, key: str) -> str:
+    return next(line.split(" ", 1)[1] for line in logs.splitlines() if line.startswith(f"{key} "))
+
+
+def test_entrypoint_python_is_the_projects_venv(job_client):
+    code = "import sys, scm_ray; print('PREFIX', sys.prefix); print('PKG', scm_ray.__file__)"
+    logs = submit_and_wait(job_client, ["python", "-c", code], timeout_s=120)
+    assert Path(_value(logs, "PREFIX")).resolve() == Path(sys.prefix).resolve(), logs
+    # Ray puts the unpacked working dir first on PYTHONPATH, ahead of the editable install.
+    assert "working_dir_files" in _value(logs, "PKG"), logs
