@@ -52,6 +52,13 @@ class WSOLModel(nn.Module):
         F0 is the head-mean CLS-to-patch attention averaged over all blocks, min-max normalised
         per image; it is not detached, so the SCM loss reaches the attention weights.
         """
+        s0, f0 = self._maps(images, attention=True)
+        assert f0 is not None
+        return s0, f0
+
+    def _maps(self, images: torch.Tensor, attention: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """S0, and F0 only when `attention`: without it every block runs timm's own forward, so a
+        step that does not use F0 (TS-CAM training, logits-only evaluation) pays nothing for it."""
         vit = self.backbone
         x = vit.patch_embed(images)  # (B, N, D)
         x = vit._pos_embed(x)  # (B, T, D), T = prefix + N
@@ -59,20 +66,24 @@ class WSOLModel(nn.Module):
         x = vit.norm_pre(x)
         rows = []
         for block in vit.blocks:
-            x, row = block_with_cls_row(block, x, vit.num_prefix_tokens)  # row (B, N)
-            rows.append(row)
+            if attention:
+                x, row = block_with_cls_row(block, x, vit.num_prefix_tokens)  # row (B, N)
+                rows.append(row)
+            else:
+                x = block(x)  # (B, T, D)
         x = vit.norm(x)
         tokens = x[:, vit.num_prefix_tokens:]  # (B, N, D)
         B, N, D = tokens.shape
         H, W = self.grid_size
         s0 = self.head(tokens.transpose(1, 2).reshape(B, D, H, W))  # (B, C, H, W)
-        f0 = minmax(torch.stack(rows, dim=0).mean(dim=0))  # (B, N)
+        f0 = minmax(torch.stack(rows, dim=0).mean(dim=0)) if attention else None  # (B, N)
         return s0, f0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C): GAP of S^L through the SCM in training, GAP of S0 otherwise."""
-        s0, f0 = self.maps(images)
-        if self.training and self.uses_scm:
+        use_scm = self.training and self.uses_scm
+        s0, f0 = self._maps(images, attention=use_scm)
+        if use_scm:
             s, _ = self.scm(s0, f0)  # (B, C, H, W)
             return s.mean(dim=(2, 3))
         return s0.float().mean(dim=(2, 3))  # (B, C)

@@ -166,3 +166,122 @@ def test_non_positive_beta_and_constant_maps_stay_finite():
     assert torch.isfinite(s_out).all() and torch.isfinite(f_out).all()
     assert scm.pop_guard_counts()["beta_clamped"] == 1
     assert torch.equal(minmax(torch.ones(3, 4)), torch.zeros(3, 4))
+
+
+# --- the fast path's pieces (KrylovDiffusion, SquaringDiffusion, the band-built M) ----------
+
+from scm_ray.model.scm import (  # noqa: E402
+    KRYLOV_MAX_STEPS,
+    KrylovDiffusion,
+    SquaringDiffusion,
+    _band_positions,
+    _matvec,
+    grid_degree,
+)
+
+
+def _symmetric_m(n, seed, batch=2):
+    """A symmetric M (B, N, N) built from a leaf P, as the model builds it from its parameters."""
+    g = torch.Generator().manual_seed(seed)
+    p = (0.5 * torch.randn(batch, n, n, generator=g, dtype=torch.float64)).requires_grad_()
+    return p, (p + p.transpose(1, 2)) / 2
+
+
+@pytest.mark.parametrize("fn", [KrylovDiffusion, SquaringDiffusion])
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+def test_diffusion_functions_pass_gradcheck(fn, steps):
+    """The hand-written backward passes are the exact adjoints of their forward passes, for any M
+    and any (fixed) X_0 source M0: X_0 is detached, so M0 gets no gradient."""
+    g = torch.Generator().manual_seed(steps)
+    m = (0.4 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64)).requires_grad_()
+    m0 = 0.4 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
+    f = torch.rand(2, 6, generator=g, dtype=torch.float64).requires_grad_()
+    alpha = torch.tensor([0.3, 0.2], dtype=torch.float64).view(2, 1, 1)
+    assert torch.autograd.gradcheck(lambda m_, f_: fn.apply(m_, m0, f_, alpha, steps), (m, f))
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 4, 5, 7])
+def test_krylov_squaring_and_dense_agree_values_and_gradients(steps):
+    """For symmetric M all three give X_p^T f and the same gradients (X_0 detached)."""
+    n = 12
+    f0 = torch.rand(2, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    alpha = torch.tensor([0.02, 0.03], dtype=torch.float64).view(2, 1, 1)
+    outs = {}
+    for name in ("dense", "krylov", "squaring"):
+        p, m = _symmetric_m(n, seed=steps)
+        f = f0.clone().requires_grad_()
+        if name == "dense":
+            y = (newton_schulz_dense(m, alpha, steps).transpose(1, 2) @ f.unsqueeze(-1)).squeeze(-1)
+        elif name == "krylov":
+            y = KrylovDiffusion.apply(m, m.detach(), f, alpha, steps)
+        else:
+            y = SquaringDiffusion.apply(m, m.detach(), f, alpha, steps)
+        (y * torch.linspace(-1, 2, n, dtype=torch.float64)).sum().backward()
+        outs[name] = (y.detach(), p.grad if p.grad is not None else torch.zeros_like(p), f.grad)
+    for name in ("krylov", "squaring"):
+        for a, b in zip(outs["dense"], outs[name]):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (name, (a - b).abs().max())
+
+
+@pytest.mark.parametrize("h,w", [(1, 5), (4, 1), (3, 4), (14, 14), (5, 9)])
+def test_band_built_m_equals_dense_m(h, w):
+    """M from neighbour similarities (one index_copy) equals Lap * (lam E - 1), and the band's
+    row sums equal sum_j |M_ij|."""
+    g = torch.Generator().manual_seed(h * w)
+    s = torch.randn(2, 7, h, w, generator=g, dtype=torch.float64)
+    block = SpatialCalibration(1, lambda_init=1.3).double().blocks[0]
+    sn = torch.nn.functional.normalize(s.flatten(2), dim=1)
+    m, row_abs = block._stencil_matrix(sn, h, w)
+    lam = block.lam.detach()
+    dense = grid_laplacian(h, w, dtype=torch.float64) * (lam * (sn.transpose(1, 2) @ sn) - 1.0)
+    assert torch.allclose(m, dense, atol=1e-12)
+    assert torch.allclose(row_abs, dense.abs().sum(-1), atol=1e-12)
+    assert torch.equal(grid_degree(h, w, dtype=torch.float64), grid_laplacian(h, w).diagonal().double())
+    assert _band_positions(h, w, "cpu").unique().numel() == _band_positions(h, w, "cpu").numel()
+
+
+def test_cpu_matvec_equals_bmm():
+    m = torch.randn(3, 9, 9, dtype=torch.float64)
+    v = torch.randn(3, 9, 1, dtype=torch.float64)
+    assert torch.allclose(_matvec(m, v), m @ v)
+    assert torch.allclose(_matvec(m, v, True), m.transpose(1, 2) @ v)
+
+
+@pytest.mark.parametrize(
+    "H,W,iterations",
+    [(1, 6, [6, 2]), (5, 1, [3]), (7, 9, [0, 1, KRYLOV_MAX_STEPS, KRYLOV_MAX_STEPS + 1]), (2, 3, [16])],
+)
+def test_fast_matches_dense_across_grids_and_block_settings(H, W, iterations):
+    """Both sides of the Krylov / squaring switch, degenerate grids, zero-step blocks."""
+    s, f = _random_inputs(2, 5, H, W, seed=H + 7 * W)
+    results = []
+    for implementation in ("dense", "fast"):
+        scm = SpatialCalibration(len(iterations), iterations=iterations, lambda_init=0.8,
+                                 beta_init=0.6, implementation=implementation).double()
+        s_in, f_in = s.clone().requires_grad_(), f.clone().requires_grad_()
+        s_out, f_out = scm(s_in, f_in)
+        ((s_out.mean((2, 3)) ** 2).sum() + f_out.sin().sum()).backward()
+        grads = [s_in.grad, f_in.grad] + [
+            torch.zeros_like(p) if p.grad is None else p.grad for p in scm.parameters()
+        ]
+        results.append([s_out.detach(), f_out.detach()] + grads)
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-7, atol=1e-10), (a - b).abs().max()
+
+
+def test_fast_scm_compiles_without_graph_breaks():
+    """torch.compile(fullgraph=True) traces the fast ADB stack (custom Functions, in-place guard
+    counters, cached index tensors) as one graph, forward and backward, matching eager."""
+    s, f = _random_inputs(2, 4, 4, 5, seed=2)
+    s, f = s.float(), f.float()
+    scm = SpatialCalibration(2, iterations=[6, 2])
+    compiled = torch.compile(scm, fullgraph=True, backend="aot_eager")
+    outs = []
+    for module in (scm, compiled):
+        s_in = s.clone().requires_grad_()
+        s_out, f_out = module(s_in, f)
+        (s_out.sum() + f_out.sum()).backward()
+        outs.append((s_out.detach(), f_out.detach(), s_in.grad))
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert scm.pop_guard_counts() == {"alpha_capped": 0, "beta_clamped": 0, "nonfinite": 0}

@@ -160,3 +160,26 @@ def test_inference_state_dict_drops_scm(tiny_model_cfg):
 def test_unknown_model_name_is_a_clear_error(tiny_model_cfg):
     with pytest.raises(ValueError, match="model.name.*no_such_vit"):
         build_model(dataclasses.replace(tiny_model_cfg, name="no_such_vit"))
+
+
+def test_steps_without_the_scm_skip_the_cls_rows(tiny_model_cfg, monkeypatch):
+    """TS-CAM training and logits-only evaluation run timm's own blocks (no CLS-row work) and
+    give the logits of S0; only an SCM training step computes F0."""
+    import scm_ray.model.wsol as wsol
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg, SCMConfig(num_blocks=2, iterations=[4]))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        s0, _ = model.eval().maps(images)
+    calls = []
+    real = wsol.block_with_cls_row
+    monkeypatch.setattr(wsol, "block_with_cls_row", lambda *a: calls.append(1) or real(*a))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(images), s0.mean((2, 3)), atol=1e-5)
+        model.train().scm_enabled = False
+        assert torch.allclose(model(images), s0.mean((2, 3)), atol=1e-5)
+        assert calls == []
+        model.scm_enabled = True
+        model(images)
+    assert len(calls) == len(model.backbone.blocks)
