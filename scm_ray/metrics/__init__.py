@@ -4,6 +4,7 @@ numpy + opencv (+ numba for the box kernels) only: no torch, no Ray, so evaluati
 tests can import it anywhere.
 """
 
+from scm_ray.metrics.accumulator import LocalizationAccumulator
 from scm_ray.metrics.boxes import (
     DEFAULT_THRESHOLDS,
     MapBoxes,
@@ -13,13 +14,19 @@ from scm_ray.metrics.boxes import (
     extract_boxes,
     thresholds_for,
 )
+from scm_ray.metrics.protocols import PROTOCOLS, LocalizationResult, Metric, compute
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "PROTOCOLS",
+    "LocalizationAccumulator",
+    "LocalizationResult",
     "MapBoxes",
+    "Metric",
     "box_iou",
     "boxes_from_scoremap",
     "check_boxes",
+    "compute",
     "extract_boxes",
     "thresholds_for",
 ]
