@@ -7,17 +7,17 @@ disjoint shard, and the accumulator's integer counts are summed across ranks.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from scm_ray.metrics import LocalizationAccumulator
+from scm_ray.metrics import LocalizationAccumulator, thresholds_for
 from scm_ray.model.wsol import class_maps
 
 
 def make_accumulator(threshold_step: float, iou_thresholds, num_classes: int) -> LocalizationAccumulator:
-    thresholds = np.arange(0.0, 1.0, threshold_step)
-    return LocalizationAccumulator(thresholds=thresholds, iou_thresholds=list(iou_thresholds))
+    """Accumulator over tau = 0, step, ..., < 1 with Top-k for k = min(5, classes)."""
+    thresholds = thresholds_for(threshold_step)
+    return LocalizationAccumulator(thresholds, v2_ious=list(iou_thresholds), k=min(5, num_classes))
 
 
 @torch.no_grad()
@@ -34,10 +34,8 @@ def accumulate_batch(model, acc: LocalizationAccumulator, images: torch.Tensor, 
     cams = cams.cpu().numpy()
     counts = box_count.cpu().numpy()
     gt_boxes = [b[: int(n)] for b, n in zip(boxes.cpu().numpy(), counts)]
-    acc.update(
-        gt_maps=cams[:, 0], top1_maps=cams[:, 1], labels=labels.cpu().numpy(),
-        topk=topk.cpu().numpy(), gt_boxes=gt_boxes,
-    )
+    acc.update(labels.cpu().numpy(), topk.cpu().numpy(), gt_boxes,
+               gt_maps=cams[:, 0], top1_maps=cams[:, 1])
 
 
 def evaluate_split(model, loader, device: torch.device, num_classes: int, protocol: str = "wsol",
@@ -56,17 +54,16 @@ def evaluate_split(model, loader, device: torch.device, num_classes: int, protoc
         acc = _all_reduce(acc, device)
     module.train(was_training)
     result = acc.compute(protocol=protocol)
-    metrics = {f"{prefix}{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+    metrics = {f"{prefix}{k}": v for k, v in result.summary().items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics[f"{prefix}num_images"] = result.n_images
     return (metrics, acc) if return_accumulator else metrics
 
 
 def _all_reduce(acc: LocalizationAccumulator, device: torch.device) -> LocalizationAccumulator:
     """Sum the accumulator's integer counts over all ranks (exact: counts, not averages)."""
-    state = acc.state_dict()
-    merged = {}
-    for key in sorted(state):
-        value = torch.as_tensor(np.asarray(state[key]), dtype=torch.int64)
-        value = value.to(device) if device.type == "cuda" else value
-        dist.all_reduce(value)
-        merged[key] = value.cpu().numpy()
-    return acc.from_state_dict(merged)
+    counts = torch.as_tensor(acc.counts_vector(), dtype=torch.int64)
+    counts = counts.to(device) if device.type == "cuda" else counts
+    dist.all_reduce(counts)
+    acc.load_counts_vector(counts.cpu().numpy())
+    return acc
