@@ -78,7 +78,8 @@ def run_benchmark(
     """One row per (threshold count, mode). The reference gets fewer maps at 1,000 thresholds
     (it is slow); the fast extractor is warmed up (numba compiles on first use) before timing."""
     maps = realistic_maps(n_maps, size, seed=seed)
-    boxes_from_scoremap(maps[0], thresholds_for(0.5))  # compile outside the timing
+    for multi in modes:  # compile / load numba's cache outside the timing
+        boxes_from_scoremap(maps[0], thresholds_for(0.01), multi)
     rows = []
     for count in threshold_counts:
         thresholds = thresholds_for(1.0 / count)

@@ -325,6 +325,19 @@ def sweep(order, bounds, wanted, stop, h, w, background, table, lab, none, entry
 
 
 @njit(cache=True, nogil=True)
+def _largest_row(rows):
+    """Index of the snapshot row with the most own area, ties to the later first pixel (cv2's
+    list order puts later-starting siblings first and max() keeps the first)."""
+    best = 0
+    for i in range(1, rows.shape[0]):
+        if rows[i, S_PIECES] > rows[best, S_PIECES] or (
+            rows[i, S_PIECES] == rows[best, S_PIECES] and rows[i, S_FIRST] > rows[best, S_FIRST]
+        ):
+            best = i
+    return best
+
+
+@njit(cache=True, nogil=True)
 def largest_needs_holes(fg_snap, holes):
     """Levels whose largest contour cannot be told without the holes (256,) bool.
 
@@ -342,12 +355,7 @@ def largest_needs_holes(fg_snap, holes):
         while end < n and fg_snap[end, S_LEVEL] == level:
             end += 1
         if holes[level] > 0:
-            best = start
-            for i in range(start + 1, end):
-                if fg_snap[i, S_PIECES] > fg_snap[best, S_PIECES] or (
-                    fg_snap[i, S_PIECES] == fg_snap[best, S_PIECES] and fg_snap[i, S_FIRST] > fg_snap[best, S_FIRST]
-                ):
-                    best = i
+            best = start + _largest_row(fg_snap[start:end])
             for i in range(start, end):
                 bound = 2 * (fg_snap[i, S_X1] - fg_snap[i, S_X0]) * (fg_snap[i, S_Y1] - fg_snap[i, S_Y0])
                 if i != best and bound >= fg_snap[best, S_PIECES]:
@@ -407,35 +415,50 @@ def assemble(fg_snap, holes, bg_snap, fg_entry, fg_st, bg_entry, bg_st, wanted, 
     fg_end = np.searchsorted(-fg_snap[:, S_LEVEL], -np.arange(256), side="right")
     bg_row = np.searchsorted(bg_snap[:, S_LEVEL], np.arange(256))
     bg_end = np.searchsorted(bg_snap[:, S_LEVEL], np.arange(256), side="right")
-    node_of_fg = np.full(fg_st.shape[0], -1, np.int64)
-    node_of_bg = np.full(bg_st.shape[0], -1, np.int64)
+    node_of_fg = np.full(fg_snap[:, S_ID].max() + 1 if fg_snap.shape[0] else 0, -1, np.int64)
+    node_of_bg = np.full(bg_snap[:, S_ID].max() + 1 if bg_snap.shape[0] else 0, -1, np.int64)
     for level in range(256):
         if not wanted[level]:
             continue
         nf = fg_end[level] - fg_row[level]
         nh = bg_end[level] - bg_row[level] if holes[level] > 0 else 0
         n = nf + nh
+        if nh == 0:
+            # No holes: every component is top-level, and cv2 lists them by falling first pixel.
+            rows = fg_snap[fg_row[level] : fg_end[level]]
+            if nf > 0:
+                _row_box(rows, _largest_row(rows), h, w, largest[level])
+            if want_all:
+                start[level] = used
+                if nf == 0:
+                    boxes = _grow_rows(boxes, used)
+                    boxes[used, :] = 0
+                    used += 1
+                for i in np.argsort(-rows[:, S_FIRST]):
+                    boxes = _grow_rows(boxes, used)
+                    _row_box(rows, i, h, w, boxes[used])
+                    used += 1
+                count[level] = used - start[level]
+            continue
         nodes = np.empty((n, N_NODE), np.int64)
         _load_nodes(nodes, 0, fg_snap[fg_row[level] : fg_end[level]], 0, node_of_fg)
         _load_nodes(nodes, nf, bg_snap[bg_row[level] : bg_row[level] + nh], 1, node_of_bg)
-        if nh > 0:
-            # The pixel above a set's first pixel belongs to the set that encloses it.
-            for i in range(n):
-                above = nodes[i, N_FIRST] - stride
-                if nodes[i, N_HOLE] == 0:
-                    if above >= stride:
-                        c = _set_at_level(bg_entry, bg_st, above, level, False)
-                        if c != 0:
-                            nodes[i, N_PARENT] = node_of_bg[c]
-                else:
-                    c = _set_at_level(fg_entry, fg_st, above, level, True)
-                    nodes[i, N_PARENT] = node_of_fg[c]
-            # Enclosing sets start earlier in raster order: add nested areas children-first.
-            by_first = np.argsort(-nodes[:, N_FIRST])
-            for i in by_first:
-                parent = nodes[i, N_PARENT]
-                if parent >= 0:
-                    nodes[parent, N_AREA] += nodes[i, N_AREA]
+        # The pixel above a set's first pixel belongs to the set that encloses it.
+        for i in range(n):
+            above = nodes[i, N_FIRST] - stride
+            if nodes[i, N_HOLE] == 0:
+                if above >= stride:
+                    c = _set_at_level(bg_entry, bg_st, above, level, False)
+                    if c != 0:
+                        nodes[i, N_PARENT] = node_of_bg[c]
+            else:
+                c = _set_at_level(fg_entry, fg_st, above, level, True)
+                nodes[i, N_PARENT] = node_of_fg[c]
+        # Enclosing sets start earlier in raster order: add nested areas children-first.
+        for i in np.argsort(-nodes[:, N_FIRST]):
+            parent = nodes[i, N_PARENT]
+            if parent >= 0:
+                nodes[parent, N_AREA] += nodes[i, N_AREA]
         best = -1
         for i in range(nf):
             if nodes[i, N_PARENT] == -1:
@@ -447,22 +470,25 @@ def assemble(fg_snap, holes, bg_snap, fg_entry, fg_st, bg_entry, bg_st, wanted, 
             _box_of(nodes, best, h, w, largest[level])
         if want_all:
             start[level] = used
-            if n == 0:
+            for i in _preorder(nodes):
                 boxes = _grow_rows(boxes, used)
-                boxes[used, :] = 0
+                _box_of(nodes, i, h, w, boxes[used])
                 used += 1
-            else:
-                visit = _preorder(nodes)
-                for i in visit:
-                    boxes = _grow_rows(boxes, used)
-                    _box_of(nodes, i, h, w, boxes[used])
-                    used += 1
             count[level] = used - start[level]
         for i in range(nf):
             node_of_fg[fg_snap[fg_row[level] + i, S_ID]] = -1
         for i in range(nh):
             node_of_bg[bg_snap[bg_row[level] + i, S_ID]] = -1
     return largest, boxes[:used], start, count
+
+
+@njit(cache=True, nogil=True)
+def _row_box(rows, i, h, w, out):
+    """x0, y0, x1, y1 in image pixels of a component's contour (a snapshot row)."""
+    out[0] = rows[i, S_X0] - 1
+    out[1] = rows[i, S_Y0] - 1
+    out[2] = min(rows[i, S_X1], w - 1)
+    out[3] = min(rows[i, S_Y1], h - 1)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -44,6 +44,8 @@ def check_scoremap(scoremap: np.ndarray, name: str = "scoremap") -> np.ndarray:
         raise ValueError(f"{name} must be float32 or float64, got {scoremap.dtype}")
     if scoremap.ndim != 2 or scoremap.shape[0] == 0 or scoremap.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D (H, W) array, got shape {scoremap.shape}")
+    if max(scoremap.shape) >= 1 << 15:  # the kernels pack (y, x) into one int32
+        raise ValueError(f"{name} sides must be below 32768 pixels, got shape {scoremap.shape}")
     return np.ascontiguousarray(scoremap)
 
 
