@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from scm_ray.metrics import protocols
-from scm_ray.metrics.boxes import DEFAULT_THRESHOLDS, box_iou, check_boxes, check_scoremap, check_thresholds, extract_boxes
+from scm_ray.metrics.boxes import (
+    DEFAULT_THRESHOLDS,
+    check_boxes,
+    check_scoremap,
+    check_thresholds,
+    extract_boxes,
+    iou_unchecked,
+)
 
 GT_KNOWN_IOU = 0.5
 V2_IOUS = (0.3, 0.5, 0.7)
@@ -30,10 +37,10 @@ _SCALARS = ("n_images", "cls_top1", "cls_topk")
 
 
 def best_iou_per_threshold(found, gt_boxes: np.ndarray, multi: bool) -> np.ndarray:
-    """(T,) the best IoU with any GT box of the largest box, or of any box (multi), per tau."""
+    """(T,) the best IoU with any (checked) GT box of the largest box, or of any box, per tau."""
     if not multi:
-        return box_iou(found.largest, gt_boxes).max(axis=1)  # (T,)
-    per_box = box_iou(found.boxes, gt_boxes).max(axis=1)  # (n,)
+        return iou_unchecked(found.largest, gt_boxes).max(axis=1)  # (T,)
+    per_box = iou_unchecked(found.boxes, gt_boxes).max(axis=1)  # (n,)
     # Thresholds at one level share rows; levels' rows are laid out in rising order.
     starts = np.unique(found.start)  # (L,)
     per_level = np.maximum.reduceat(per_box, starts)  # (L,)

@@ -217,9 +217,14 @@ def check_boxes(boxes, name: str = "boxes") -> np.ndarray:
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in a (n, 4) with every box in b (m, 4) -> (n, m), +1 pixel convention.
 
-    Widths are x1 - x0 + 1 (inclusive pixel corners), as in wsolevaluation; a pair whose union
-    is not positive scores 0.
+    Widths are x1 - x0 + 1 (inclusive pixel corners), as in wsolevaluation. Both sides are
+    checked (check_boxes); `iou_unchecked` is the same for boxes already checked.
     """
+    return iou_unchecked(check_boxes(a, "a"), check_boxes(b, "b"))
+
+
+def iou_unchecked(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """box_iou without the checks (hot loops); a pair whose union is not positive scores 0."""
     a = np.asarray(a, np.float64)[:, None, :]  # (n, 1, 4)
     b = np.asarray(b, np.float64)[None, :, :]  # (1, m, 4)
     iw = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)  # (n, m)

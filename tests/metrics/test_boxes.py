@@ -159,3 +159,8 @@ def test_bad_thresholds_are_refused(taus):
 def test_bad_boxes_are_refused(boxes, message):
     with pytest.raises(ValueError, match=message):
         check_boxes(boxes)
+
+
+def test_iou_checks_its_boxes():
+    with pytest.raises(ValueError, match="x0 <= x1"):
+        box_iou(np.array([[5, 0, 2, 3]]), np.array([[0, 0, 1, 1]]))
