@@ -49,8 +49,10 @@ def check_dataset(cfg: TrainJobConfig) -> None:
             raise ConfigError(f"data.{key}", f"{beton} not found; splits in {root}: {found or 'none'}")
 
 
-def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str):
-    """The Ray Train V2 TorchTrainer for this config."""
+def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
+                  extra_callbacks: list | None = None):
+    """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
+    callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -75,7 +77,7 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str):
                 checkpoint_score_attribute=cfg.ray.checkpoint_metric,
                 checkpoint_score_order=cfg.ray.checkpoint_mode,
             ),
-            callbacks=[EpochPrinter(cfg.train.epochs, run_dir)],
+            callbacks=[EpochPrinter(cfg.train.epochs, run_dir), *(extra_callbacks or [])],
         ),
     )
 
@@ -86,6 +88,8 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     from scm_ray import ray_session
 
     check_dataset(cfg)
+    if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     storage, name, run_dir = resolve_run_dir(cfg, default_name)
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
     problems = ray_session.check_resources(cfg.ray.num_workers, cfg.ray.cpus_per_worker,
@@ -96,8 +100,13 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
         print(f"[scm-ray] WARNING {problem} (waiting for the autoscaler)", flush=True)
     print(f"[scm-ray] run folder: {run_dir}", flush=True)
     start = time.perf_counter()
-    result = build_trainer(cfg, storage, name, run_dir).fit()
-    outcome = _outcome(result, run_dir, cfg, time.perf_counter() - start)
+    try:
+        result = build_trainer(cfg, storage, name, run_dir).fit()
+    except Exception as exc:  # Ray Train V2 raises the workers' error once retries are spent
+        outcome = TrainingOutcome(run_dir, 0, {}, None, None, _count_failures(run_dir),
+                                  time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
+    else:
+        outcome = _outcome(result, run_dir, cfg, time.perf_counter() - start)
     _write_summary(outcome, cfg)
     return outcome
 
