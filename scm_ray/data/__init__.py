@@ -1,0 +1,1 @@
+"""Data pipeline: sources -> records.parquet -> <split>.beton -> FFCV loaders (no Ray here)."""

@@ -1,0 +1,82 @@
+"""Image checks at prepare time: every image is opened (and by default decoded at reduced
+scale) so missing, unreadable and truncated files are caught before they reach a .beton, where
+they would fail a writer process or a training step."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+Verify = Literal["header", "decode"]
+
+
+class ImageProblem(Exception):
+    """`reason` is "missing_image" or "unreadable_image"."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
+    """(width, height) of the stored pixel grid.
+
+    "header" reads only the header (fast; catches missing and non-image files). "decode" also
+    decodes the whole file at 1/8 scale (JPEG DCT scaling, so only a few times slower than the
+    header) and so catches truncated and corrupt data too. EXIF orientation is deliberately not
+    applied: dataset boxes refer to the stored pixel grid, and the writer decodes it the same way.
+    """
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if verify == "decode":
+                im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                im.load()
+    except FileNotFoundError:
+        raise ImageProblem("missing_image", f"image file not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageProblem("missing_image", f"a directory, not an image: {path}") from None
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise ImageProblem("unreadable_image", f"{type(exc).__name__}: {exc}") from None
+    if width < 1 or height < 1:
+        raise ImageProblem("unreadable_image", f"empty image {width}x{height}")
+    return width, height
+
+
+def probe_images(
+    paths: Sequence[Path],
+    verify: Verify = "decode",
+    num_workers: int = 4,
+    desc: str = "checking images",
+    progress: bool = True,
+) -> list[tuple[int, int] | ImageProblem]:
+    """probe_image over many files with a thread pool (Pillow releases the GIL while decoding);
+    one result per path, in order: a size or the ImageProblem."""
+
+    def one(path: Path) -> tuple[int, int] | ImageProblem:
+        try:
+            return probe_image(path, verify)
+        except ImageProblem as exc:
+            return exc
+
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        results = pool.map(one, paths, chunksize=64)
+        return list(tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img"))
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image to RGB uint8 (H, W, 3) on its stored pixel grid (no EXIF rotation, to
+    match probe_image and the dataset boxes)."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is not None:
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3)
+    # Formats OpenCV was built without (e.g. GIF) but Pillow reads, as probe_image did.
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))  # (H, W, 3)
