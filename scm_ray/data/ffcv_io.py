@@ -1,0 +1,296 @@
+"""Record table -> one FFCV .beton per split, plus DIR/dataset.json describing what was written.
+
+Fields of every .beton (FIELDS, in this order):
+  image      RGBImageField (JPEG by default). Training splits keep their aspect ratio, the longest
+             side capped at `max_side`; evaluation splits are stored already resized to
+             eval_size x eval_size, so the evaluation boxes below are exact, not re-derived.
+  label      IntField, 0-based class.
+  boxes      NDArrayField float32 (max_boxes, 4): [x0, y0, x1, y1] in stored-image pixels,
+             zero-padded after the first box_count rows.
+  box_count  IntField.
+  orig_size  NDArrayField int32 (2,): original (width, height).
+  index      IntField: the row's record index within its split (RecordTable.rows(split)[index]).
+
+FFCV 1.0.2 pitfall handled here: DatasetWriter's parent process waits until its worker processes
+have written every sample, so a sample whose __getitem__ raises hangs the writer forever. The
+source below therefore never raises: failures go to an error file, a placeholder is written, and
+the .beton is deleted afterwards with an error naming the images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import cv2
+import numpy as np
+
+from scm_ray.data.images import read_rgb
+from scm_ray.data.records import Record, RecordTable
+
+FIELDS = ("image", "label", "boxes", "box_count", "orig_size", "index")
+INFO_FILE = "dataset.json"
+INFO_FORMAT = 1
+SplitKind = Literal["train", "eval"]
+
+
+class WriterError(RuntimeError):
+    """A split could not be written (an image failed to decode, too many boxes, ...)."""
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How splits are stored. Splits named in `train_splits` are stored for training; every
+    other split is an evaluation split."""
+
+    train_splits: tuple[str, ...] = ("train",)
+    max_side: int = 512
+    eval_size: int = 224
+    jpeg_quality: int = 90
+    write_mode: Literal["jpg", "raw"] = "jpg"
+    max_boxes: int | None = None  # None: the most boxes on any image of the table
+    num_workers: int = 4
+
+    def __post_init__(self) -> None:
+        if self.max_side < 8 or self.eval_size < 8:
+            raise ValueError(f"max_side and eval_size must be >= 8, got {self.max_side}, {self.eval_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.max_boxes is not None and self.max_boxes < 1:
+            raise ValueError(f"max_boxes must be >= 1, got {self.max_boxes}")
+
+    def kind(self, split: str) -> SplitKind:
+        return "train" if split in self.train_splits else "eval"
+
+
+def stored_size(kind: SplitKind, width: int, height: int, max_side: int, eval_size: int) -> tuple[int, int]:
+    """(width, height) an image is stored at."""
+    if kind == "eval":
+        return eval_size, eval_size
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def scale_boxes(boxes: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Boxes (K, 4) from a src (w, h) pixel grid to a dst (w, h) grid: x * dst_w / src_w,
+    y * dst_h / src_h (the evaluation convention)."""
+    sx, sy = dst[0] / src[0], dst[1] / src[1]
+    return (np.asarray(boxes, np.float64).reshape(-1, 4) * [sx, sy, sx, sy]).astype(np.float32)  # (K, 4)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area averaging to shrink (no aliasing), bilinear to enlarge. (h, w, 3) uint8."""
+    h, w = image.shape[:2]
+    if (w, h) == size:
+        return image
+    shrink = size[0] * size[1] < w * h
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class SplitSource:
+    """Indexable sample source for ffcv's DatasetWriter (used in forked writer processes)."""
+
+    def __init__(self, root: Path, rows: list[Record], kind: SplitKind, max_side: int, eval_size: int,
+                 max_boxes: int, error_file: Path):
+        self.root, self.rows, self.kind = root, rows, kind
+        self.max_side, self.eval_size, self.max_boxes = max_side, eval_size, max_boxes
+        self.error_file = error_file
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, r: Record) -> tuple[np.ndarray, np.ndarray]:
+        image = read_rgb(self.root / r.path)  # (H, W, 3)
+        if image.shape[:2] != (r.height, r.width):
+            raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]}, record says {r.width}x{r.height}")
+        size = stored_size(self.kind, r.width, r.height, self.max_side, self.eval_size)
+        return resize_image(image, size), scale_boxes(r.boxes, (r.width, r.height), size)
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        r = self.rows[i]
+        boxes = np.zeros((self.max_boxes, 4), np.float32)  # (max_boxes, 4)
+        try:
+            image, scaled = self.load(r)
+            boxes[: len(scaled)] = scaled
+        except Exception as exc:  # never raise: see the module docstring
+            with open(self.error_file, "a") as f:
+                f.write(f"{r.path}: {type(exc).__name__}: {exc}\n")
+            image = np.zeros((8, 8, 3), np.uint8)
+        orig = np.array([r.width, r.height], np.int32)
+        return image, int(r.label), boxes, int(len(r.boxes)), orig, int(r.index)
+
+
+@contextlib.contextmanager
+def _writer_progress(enabled: bool) -> Iterator[None]:
+    """DatasetWriter always draws a tqdm bar; swap in a silent one when progress is off."""
+    import ffcv.writer
+
+    original = ffcv.writer.tqdm
+    if not enabled:
+        ffcv.writer.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        ffcv.writer.tqdm = original
+
+
+def write_split(
+    table: RecordTable,
+    split: str,
+    out_path: str | Path,
+    kind: SplitKind,
+    *,
+    max_side: int = 512,
+    eval_size: int = 224,
+    max_boxes: int | None = None,
+    jpeg_quality: int = 90,
+    write_mode: Literal["jpg", "raw"] = "jpg",
+    num_workers: int = 4,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write one split to a .beton (atomically: temp file + rename); return its dataset.json
+    entry."""
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    out_path = Path(out_path)
+    rows = table.rows(split)
+    max_boxes = max_boxes or table.max_boxes()
+    too_many = [r.path for r in rows if len(r.boxes) > max_boxes]
+    if too_many:
+        raise WriterError(f"{split}: {len(too_many)} images have more than max_boxes={max_boxes} boxes, "
+                          f"e.g. {too_many[0]}; raise max_boxes")
+    if not rows:
+        raise WriterError(f"{split}: no records to write")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    errors = out_path.with_name(out_path.name + ".errors")
+    errors.unlink(missing_ok=True)
+    fields = {
+        "image": RGBImageField(write_mode=write_mode, jpeg_quality=jpeg_quality),
+        "label": IntField(),
+        "boxes": NDArrayField(np.dtype("float32"), (max_boxes, 4)),
+        "box_count": IntField(),
+        "orig_size": NDArrayField(np.dtype("int32"), (2,)),
+        "index": IntField(),
+    }
+    # Small page size for small splits: every writer process fills its own pages, so a tiny
+    # split with the default 8 MiB pages costs 8 MiB per process on disk.
+    page_size = 1 << 21 if len(rows) < 5000 else 1 << 23
+    source = SplitSource(table.root, rows, kind, max_side, eval_size, max_boxes, errors)
+    started = time.perf_counter()
+    # One process per ~500 images: more only adds half-empty pages (and fork time) on small splits.
+    workers = max(1, min(num_workers, len(rows) // 500))
+    writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=workers)
+    with _writer_progress(progress):
+        writer.from_indexed_dataset(source, chunksize=max(1, min(100, len(rows) // workers)))
+    if errors.is_file() and errors.stat().st_size:
+        failed = errors.read_text().splitlines()
+        tmp.unlink(missing_ok=True)
+        raise WriterError(f"{split}: {len(failed)} images failed while writing {out_path} "
+                          f"(listed in {errors}): {failed[0]}")
+    errors.unlink(missing_ok=True)
+    tmp.replace(out_path)
+    sizes = np.array([stored_size(kind, r.width, r.height, max_side, eval_size) for r in rows])  # (n, 2)
+    entry: dict[str, Any] = {
+        "file": out_path.name,
+        "kind": kind,
+        "count": len(rows),
+        "num_boxes": int(sum(len(r.boxes) for r in rows)),
+        "max_boxes": max_boxes,
+        "stored_min_size": sizes.min(axis=0).tolist(),
+        "stored_max_size": sizes.max(axis=0).tolist(),
+        "orig_min_size": [min(r.width for r in rows), min(r.height for r in rows)],
+        "orig_max_size": [max(r.width for r in rows), max(r.height for r in rows)],
+        "write_mode": write_mode,
+        "jpeg_quality": jpeg_quality,
+        "bytes": out_path.stat().st_size,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    entry.update({"image_size": eval_size} if kind == "eval" else {"max_side": max_side})
+    return entry
+
+
+def write_dataset(
+    table: RecordTable,
+    out_dir: str | Path,
+    options: WriteOptions = WriteOptions(),
+    *,
+    splits: list[str] | None = None,
+    fingerprint: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write DIR/<split>.beton for every split (or `splits`) and DIR/dataset.json, last, so a
+    folder with a dataset.json is complete. Returns the dataset.json content."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    max_boxes = options.max_boxes or table.max_boxes()
+    entries = {}
+    for split in splits or table.splits:
+        if progress:
+            print(f"writing {split}.beton ({table.count(split)} images, {options.kind(split)})", flush=True)
+        entries[split] = write_split(
+            table, split, out_dir / f"{split}.beton", options.kind(split),
+            max_side=options.max_side, eval_size=options.eval_size, max_boxes=max_boxes,
+            jpeg_quality=options.jpeg_quality, write_mode=options.write_mode, num_workers=options.num_workers,
+            progress=progress,
+        )
+    records_path = table.path.resolve() if table.path else None
+    info = {
+        "format": INFO_FORMAT,
+        "fingerprint": fingerprint,
+        "source": table.source,
+        "records": os.path.relpath(records_path, out_dir.resolve()) if records_path else None,
+        "num_classes": table.num_classes,
+        "class_names": table.classes,
+        "max_boxes": max_boxes,
+        "fields": list(FIELDS),
+        "box_format": "x0,y0,x1,y1 in stored-image pixels",
+        "splits": entries,
+    }
+    write_info(out_dir, info)
+    return info
+
+
+def write_info(out_dir: Path, info: dict[str, Any]) -> None:
+    tmp = out_dir / (INFO_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    tmp.replace(out_dir / INFO_FILE)
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """dataset.json of a prepared folder (`path` is the folder, the json, or a .beton in it)."""
+    path = Path(path)
+    if path.suffix == ".beton":
+        path = path.parent
+    if path.is_dir():
+        path = path / INFO_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset description not found: {path} (run `scm-ray prepare` first)")
+    info = json.loads(path.read_text())
+    if info.get("format") != INFO_FORMAT:
+        raise ValueError(f"{path}: dataset.json format {info.get('format')}, this code reads {INFO_FORMAT}")
+    return info
+
+
+def check_split(info: dict[str, Any], split: str, *, kind: SplitKind | None = None,
+                eval_size: int | None = None, num_classes: int | None = None) -> dict[str, Any]:
+    """The split's dataset.json entry, after checking it is what the caller was built for;
+    a mismatch (e.g. a model evaluating at 224 px on a split stored at 64 px) is an error here
+    rather than silently wrong boxes later."""
+    if split not in info["splits"]:
+        raise ValueError(f"split {split!r} was not prepared; prepared: {sorted(info['splits'])}")
+    entry = info["splits"][split]
+    if kind is not None and entry["kind"] != kind:
+        raise ValueError(f"split {split!r} is stored for {entry['kind']}, not {kind}")
+    if eval_size is not None and entry["kind"] == "eval" and entry["image_size"] != eval_size:
+        raise ValueError(f"split {split!r} is stored at {entry['image_size']} px, expected {eval_size}; "
+                         "prepare it again with that evaluation size")
+    if num_classes is not None and info["num_classes"] != num_classes:
+        raise ValueError(f"dataset has {info['num_classes']} classes, the model {num_classes}")
+    return entry
