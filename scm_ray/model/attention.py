@@ -50,9 +50,11 @@ def attention_with_cls_row(
     out = F.scaled_dot_product_attention(
         q, k, v, dropout_p=attn.attn_drop.p if attn.training else 0.0
     )  # (B, h, T, d)
-    # The CLS row alone: (B, h, 1, d) x (B, h, d, T) -> (B, h, 1, T), softmax in float32.
-    logits = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)  # (B, h, 1, T)
-    row = logits.float().softmax(dim=-1)[:, :, 0, num_prefix_tokens:]  # (B, h, N)
+    # The CLS row alone, softmax in float32. A multiply-and-sum rather than q_cls @ K^T: k is a
+    # strided view of the qkv output, which matmul would copy (and keep for backward, one more
+    # (B, h, T, d) tensor per block); the product below saves only the view and q_cls.
+    logits = (k * (q[:, :, :1] * attn.scale)).sum(dim=-1)  # (B, h, T)
+    row = logits.float().softmax(dim=-1)[:, :, num_prefix_tokens:]  # (B, h, N)
     cls_row = row.mean(dim=1)  # (B, N)
 
     out = out.transpose(1, 2).reshape(B, T, attn.attn_dim)  # (B, T, h*d)

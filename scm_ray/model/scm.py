@@ -9,17 +9,16 @@ Two implementations of the same function of (S, F, lambda, beta):
 - "fast": the same polynomial rearranged. With R_k = I - M X_k one has X_{k+1} = X_k (I + R_k)
   and R_{k+1} = R_k^2 for any M and X_0 (no commutation needed), so
       X_p^T F = (I + R'_{p-1}) ... (I + R'_0) X_0^T F,  R'_0 = I - X_0^T M,  R'_{k+1} = R'_k^2.
-  Only X_p^T F is ever needed, so the products act on vectors where they can:
-  * p <= KRYLOV_MAX_STEPS (the reference's 4-step blocks): X_p^T F = sum_{j < 2^p} R'^j X_0^T F,
-    2^p - 1 applications of R'_0 = I - alpha M M to a vector, no N x N product at all
-    (KrylovDiffusion);
-  * longer blocks (the 16-step first block): p - 1 dense squarings of R'_0, one matrix product
-    per iteration instead of the dense algorithm's two (SquaringDiffusion).
-  Both have hand-written backward passes (the adjoints of exactly those steps) that save nothing
-  but M, the R'_k and a few vectors. M is built from neighbour similarities only (M has at most
-  5 non-zeros per row), not from a dense N x N cosine-similarity product. Because the identity
-  holds for independent M and X_0, the gradients (X_0 detached) are those of the dense
-  algorithm, not just the values; the tests check both in float64.
+  Only X_p^T F is ever needed, so the products act on vectors where they can
+  (PolynomialDiffusion): the last t = VECTOR_TAIL steps of a block are sum_{j < 2^t} R'_q^j
+  applied to a vector (the reference's 4-step blocks square nothing), the first p - t steps
+  square R'_0 densely, one matrix product per iteration instead of the dense algorithm's two.
+  The backward is hand-written (the adjoint of exactly those steps), saves nothing but M, the
+  R'_k and a few vectors, and keeps the adjoint of R' factored while it is low-rank. M is built
+  from neighbour similarities only (M has at most 5 non-zeros per row), not from a dense
+  N x N cosine-similarity product. Because the identity holds for independent M and X_0, the
+  gradients (X_0 detached) are those of the dense algorithm, not just the values; the tests
+  check both in float64.
 
 Numerical safety (see README, "Numerical safety"): Newton-Schulz from X_0 = alpha M^T converges
 only while alpha * sigma_max(M)^2 < 2. Each image's alpha is capped at 1 / r^2, r the Gershgorin
@@ -150,10 +149,7 @@ class ActivationDiffusionBlock(nn.Module):
         else:
             m, row_abs = self._stencil_matrix(sn, H, W)  # (B, N, N), (B, N)
             alpha = self._safe_alpha(row_abs.detach().amax(-1), guards)  # (B, 1, 1)
-            if self.iterations <= KRYLOV_MAX_STEPS:
-                fd = KrylovDiffusion.apply(m, m.detach(), f, alpha, self.iterations)  # (B, N)
-            else:
-                fd = SquaringDiffusion.apply(m, m.detach(), f, alpha, self.iterations)  # (B, N)
+            fd = PolynomialDiffusion.apply(m, m.detach(), f, alpha, self.iterations, VECTOR_TAIL)
         beta = self.beta.clamp_min(BETA_MIN)
         guards[1] += (self.beta.detach() < BETA_MIN).sum()
         scale = beta * f.amax(dim=1, keepdim=True).clamp_min(EPS)  # (B, 1)
@@ -202,108 +198,98 @@ class ActivationDiffusionBlock(nn.Module):
         return alpha.view(-1, 1, 1)
 
 
-class SquaringDiffusion(torch.autograd.Function):
-    """X_p^T f for the fast ADB by the R-recursion with dense squarings (module docstring):
-    g_0 = A f, R_0 = I - A M, g_{k+1} = (I + R_k) g_k, R_{k+1} = R_k^2, with A = X_0^T = alpha M
-    (no gradient). Used for blocks too long for KrylovDiffusion (2^p vector products).
+# How many of a block's last Newton-Schulz steps run on vectors (PolynomialDiffusion). Each such
+# step saves one N^3 squaring in the forward (and one saved N x N matrix) for twice as many
+# matrix-vector products as the step before: 4 means 15 products, one kernel each on a GPU,
+# against 4 squarings of 2 * B * N^3 flops; the reference's 4-step blocks square nothing.
+VECTOR_TAIL = 4
 
-    The backward is the adjoint of exactly these steps, written out so that no N x N matrix is
-    saved but the R_k themselves: gbar_k = (I + R_k)^T gbar_{k+1} and
-    Rbar_k = gbar_{k+1} g_k^T + Rbar_{k+1} R_k^T + R_k^T Rbar_{k+1} (two accumulating products per
-    squaring), then Mbar = -A^T Rbar_0 and fbar = A^T gbar_0.
+
+class PolynomialDiffusion(torch.autograd.Function):
+    """X_p^T f for the fast ADB (module docstring), A = X_0^T = alpha M0 (M0 = M, no gradient):
+
+        g_0 = A f,  R_0 = I - A M,  g_{k+1} = (I + R_k) g_k,  R_{k+1} = R_k^2,  X_p^T f = g_p.
+
+    The first q = p - t steps square R densely; the last t run on vectors, since
+    (I + R_q) ... (I + R_{p-1}) = sum_{j < 2^t} R_q^j: 2^t - 1 products R_q v.
+
+    The backward is the adjoint of exactly these steps, written out (no autograd graph of
+    dozens of small products) and saving only M, R_0 ... R_q and some vectors:
+    - vector part: u_i = (R_q^T)^i ybar, w_l = sum_{j <= l} R_q^j g_q; Rbar_q = U W^T with
+      columns u_i and w_{n-2-i} (i <= n-2, n = 2^t), gbar_q = sum_{i < n} u_i;
+    - squarings: gbar_k = (I + R_k)^T gbar_{k+1} and
+      Rbar_k = gbar_{k+1} g_k^T + Rbar_{k+1} R_k^T + R_k^T Rbar_{k+1}. While Rbar is low-rank
+      (U V^T, rank r < N / 2) it stays factored, [gbar, U, R_k^T U] [g, R_k V, V]^T, two thin
+      products instead of two N^3 ones (ranks 2^t - 1, 2^(t+1) - 1, ... from the top);
+    - Mbar = -A^T Rbar_0, fbar = A^T gbar_0.
+    This is the exact adjoint of the function of (M, f) computed (gradcheck in the tests); it is
+    the dense algorithm's gradient because M is symmetric by construction, so only symmetric
+    perturbations of M reach the parameters.
     """
 
     @staticmethod
     def forward(
-        ctx, m: torch.Tensor, m0: torch.Tensor, f: torch.Tensor, alpha: torch.Tensor, steps: int
+        ctx,
+        m: torch.Tensor,
+        m0: torch.Tensor,
+        f: torch.Tensor,
+        alpha: torch.Tensor,
+        steps: int,
+        tail: int,
     ) -> torch.Tensor:
-        """m (B, N, N), m0 = M without gradient (X_0^T = alpha m0), f (B, N), alpha (B, 1, 1)
-        -> X_p^T f (B, N)."""
+        """m (B, N, N), m0 = M without gradient, f (B, N), alpha (B, 1, 1) -> X_p^T f (B, N)."""
+        tail = min(tail, steps)
         g = alpha * _matvec(m0, f.unsqueeze(-1))  # (B, N, 1) = g_0
         eye = torch.eye(m.shape[-1], device=m.device, dtype=m.dtype).expand_as(m)
         r = torch.baddbmm(eye, alpha * m0, m, alpha=-1.0)  # (B, N, N) = R_0
-        rs, gs = [], []
-        for k in range(steps):
-            rs.append(r)
+        rs, gs = [r], []
+        for _ in range(steps - tail):
             gs.append(g)
             g = g + _matvec(r, g)  # (B, N, 1) = g_{k+1}
-            if k + 1 < steps:
-                r = r @ r  # (B, N, N) = R_{k+1}
-        ctx.steps = steps
-        ctx.save_for_backward(m0, alpha, *rs, *gs)
-        return g.squeeze(-1)  # (B, N)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y: torch.Tensor):
-        m0, alpha, *saved = ctx.saved_tensors
-        rs, gs = saved[: ctx.steps], saved[ctx.steps:]
-        gbar = grad_y.unsqueeze(-1)  # (B, N, 1)
-        rbar = None
-        for k in reversed(range(ctx.steps)):
-            outer = gbar * gs[k].mT  # (B, N, N) = gbar_{k+1} g_k^T
-            if rbar is not None:  # R_{k+1} = R_k R_k
-                outer = torch.baddbmm(outer, rbar, rs[k].mT)
-                outer = torch.baddbmm(outer, rs[k].mT, rbar)
-            rbar = outer  # (B, N, N) = Rbar_k
-            gbar = gbar + _matvec(rs[k], gbar, True)  # (B, N, 1) = gbar_k
-        grad_f = alpha * _matvec(m0, gbar, True)  # (B, N, 1) = A^T gbar_0
-        grad_m = None
-        if rbar is not None and ctx.needs_input_grad[0]:
-            grad_m = -alpha * (m0.mT @ rbar)  # (B, N, N) = -A^T Rbar_0
-        return grad_m, None, grad_f.squeeze(-1), None, None
-
-
-# Blocks with at most this many Newton-Schulz steps use KrylovDiffusion (2^p - 1 applications
-# of R'_0 to a vector) instead of p - 1 dense squarings of R'_0: 15 cheap products against
-# three N^3 ones (and their backward) for the reference's 4-step blocks.
-KRYLOV_MAX_STEPS = 5
-
-
-class KrylovDiffusion(torch.autograd.Function):
-    """X_p^T f for the fast ADB, from vectors only: with A = X_0^T = alpha M (no gradient),
-    g_0 = A f and R = I - A M, X_p^T f = sum_{j < 2^p} R^j g_0 (the R-recursion, multiplied out).
-
-    Autograd over 2^p - 1 chained matrix-vector products would build 2^p N x N outer products in
-    the backward; instead, with u_i = (R^T)^i ybar and w_l = g_0 + R g_0 + ... + R^l g_0,
-    Rbar = sum_{i <= n-2} u_i w_{n-2-i}^T  (n = 2^p), so  Mbar = -A^T U W^T  (two thin products)
-    and fbar = A^T sum_{i < n} u_i: the exact adjoint of this function of (M, f). It equals the
-    dense algorithm's gradient (X_0 detached) because M is symmetric by construction, so only
-    symmetric perturbations of M reach the parameters (the tests check both claims).
-    """
-
-    @staticmethod
-    def forward(
-        ctx, m: torch.Tensor, m0: torch.Tensor, f: torch.Tensor, alpha: torch.Tensor, steps: int
-    ) -> torch.Tensor:
-        """m (B, N, N), m0 = M without gradient (X_0^T = alpha m0), f (B, N), alpha (B, 1, 1)
-        -> X_p^T f (B, N). A x is computed as alpha * (m0 x)."""
-        v = alpha * _matvec(m0, f.unsqueeze(-1))  # (B, N, 1) = g_0
-        powers = [v]
-        for _ in range(2**steps - 1):
-            v = v - alpha * _matvec(m0, _matvec(m, v))  # (B, N, 1) = R v
+            r = r @ r  # (B, N, N) = R_{k+1}
+            rs.append(r)
+        v, powers = g, [g]
+        for _ in range(2**tail - 1):
+            v = _matvec(r, v)  # (B, N, 1) = R_q^j g_q
             powers.append(v)
-        vs = torch.cat(powers, dim=2)  # (B, N, n): R^j g_0, j < n
-        ctx.save_for_backward(m, m0, alpha, vs[..., :-1])
-        ctx.steps = steps
+        vs = torch.cat(powers, dim=2)  # (B, N, 2^t)
+        ctx.tail = tail
+        ctx.save_for_backward(m0, alpha, vs[..., :-1], *rs, *gs)
         return vs.sum(dim=2)  # (B, N)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
-        m, m0, alpha, vs = ctx.saved_tensors  # vs (B, N, n-1)
-        u = grad_y.unsqueeze(-1)  # (B, N, 1)
-        adjoints = [u]
-        for _ in range(2**ctx.steps - 1):
-            u = u - _matvec(m, alpha * _matvec(m0, u, True), True)  # (B, N, 1) = R^T u
+        m0, alpha, vs, *saved = ctx.saved_tensors
+        levels = (len(saved) - 1) // 2
+        rs, gs = saved[: levels + 1], saved[levels + 1:]  # R_0..R_q, g_0..g_{q-1}
+        u, adjoints = grad_y.unsqueeze(-1), [grad_y.unsqueeze(-1)]
+        for _ in range(2**ctx.tail - 1):
+            u = _matvec(rs[-1], u, True)  # (B, N, 1) = (R_q^T)^i ybar
             adjoints.append(u)
-        us = torch.cat(adjoints, dim=2)  # (B, N, n): (R^T)^i ybar
-        grad_f = alpha * _matvec(m0, us.sum(dim=2, keepdim=True), True)  # (B, N, 1)
+        us = torch.cat(adjoints, dim=2)  # (B, N, 2^t)
+        gbar = us.sum(dim=2, keepdim=True)  # (B, N, 1) = gbar_q
+        fac_u, fac_v = us[..., :-1], vs.cumsum(dim=2).flip(2)  # Rbar_q = U V^T, (B, N, 2^t - 1)
+        rbar = None  # dense Rbar once the factors grow past N / 2 columns
+        for k in reversed(range(levels)):
+            r, g = rs[k], gs[k]  # (B, N, N), (B, N, 1)
+            if rbar is None:
+                fac_u = torch.cat([gbar, fac_u, r.mT @ fac_u], dim=2)  # (B, N, 2r + 1)
+                fac_v = torch.cat([g, r @ fac_v, fac_v], dim=2)  # (B, N, 2r + 1)
+                if fac_u.shape[-1] > r.shape[-1] // 2:
+                    rbar = fac_u @ fac_v.mT  # (B, N, N)
+            else:
+                nxt = torch.baddbmm(gbar * g.mT, rbar, r.mT)  # (B, N, N)
+                rbar = torch.baddbmm(nxt, r.mT, rbar)  # (B, N, N) = Rbar_k
+            gbar = gbar + _matvec(r, gbar, True)  # (B, N, 1) = gbar_k
+        grad_f = alpha * _matvec(m0, gbar, True)  # (B, N, 1) = A^T gbar_0
         grad_m = None
-        if ctx.needs_input_grad[0] and vs.shape[-1] > 0:
-            ws = vs.cumsum(dim=2).flip(2)  # (B, N, n-1): column i = w_{n-2-i}
-            grad_m = (-alpha * (m0.mT @ us[..., :-1])) @ ws.mT  # (B, N, N) = -A^T U W^T
-        return grad_m, None, grad_f.squeeze(-1), None, None
+        if ctx.needs_input_grad[0]:
+            if rbar is not None:
+                grad_m = -alpha * (m0.mT @ rbar)  # (B, N, N) = -A^T Rbar_0
+            elif fac_u.shape[-1] > 0:
+                grad_m = (-alpha * (m0.mT @ fac_u)) @ fac_v.mT  # (B, N, N)
+        return grad_m, None, grad_f.squeeze(-1), None, None, None
 
 
 def _matvec(m: torch.Tensor, v: torch.Tensor, transpose: bool = False) -> torch.Tensor:

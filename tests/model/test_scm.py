@@ -168,12 +168,10 @@ def test_non_positive_beta_and_constant_maps_stay_finite():
     assert torch.equal(minmax(torch.ones(3, 4)), torch.zeros(3, 4))
 
 
-# --- the fast path's pieces (KrylovDiffusion, SquaringDiffusion, the band-built M) ----------
+# --- the fast path's pieces (PolynomialDiffusion, the band-built M) -----------------------
 
 from scm_ray.model.scm import (  # noqa: E402
-    KRYLOV_MAX_STEPS,
-    KrylovDiffusion,
-    SquaringDiffusion,
+    PolynomialDiffusion,
     _band_positions,
     _matvec,
     grid_degree,
@@ -187,40 +185,44 @@ def _symmetric_m(n, seed, batch=2):
     return p, (p + p.transpose(1, 2)) / 2
 
 
-@pytest.mark.parametrize("fn", [KrylovDiffusion, SquaringDiffusion])
-@pytest.mark.parametrize("steps", [0, 1, 2, 3])
-def test_diffusion_functions_pass_gradcheck(fn, steps):
-    """The hand-written backward passes are the exact adjoints of their forward passes, for any M
-    and any (fixed) X_0 source M0: X_0 is detached, so M0 gets no gradient."""
-    g = torch.Generator().manual_seed(steps)
+# (steps, tail): pure squarings, pure vectors, mixed; with n = 6 the factored adjoint turns
+# dense once its rank passes 3 (n / 2), so both backward regimes run.
+STEP_TAILS = [(0, 0), (1, 0), (1, 1), (3, 0), (3, 3), (3, 1), (4, 2), (5, 0)]
+
+
+@pytest.mark.parametrize("steps,tail", STEP_TAILS)
+def test_polynomial_diffusion_passes_gradcheck(steps, tail):
+    """The hand-written backward is the exact adjoint of the forward, for any M and any (fixed)
+    X_0 source M0: X_0 is detached, so M0 gets no gradient."""
+    g = torch.Generator().manual_seed(steps * 10 + tail)
     m = (0.4 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64)).requires_grad_()
     m0 = 0.4 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
     f = torch.rand(2, 6, generator=g, dtype=torch.float64).requires_grad_()
     alpha = torch.tensor([0.3, 0.2], dtype=torch.float64).view(2, 1, 1)
-    assert torch.autograd.gradcheck(lambda m_, f_: fn.apply(m_, m0, f_, alpha, steps), (m, f))
+    fn = lambda m_, f_: PolynomialDiffusion.apply(m_, m0, f_, alpha, steps, tail)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (m, f))
 
 
-@pytest.mark.parametrize("steps", [0, 1, 2, 4, 5, 7])
-def test_krylov_squaring_and_dense_agree_values_and_gradients(steps):
-    """For symmetric M all three give X_p^T f and the same gradients (X_0 detached)."""
+@pytest.mark.parametrize("steps", [0, 1, 2, 4, 5, 7, 16])
+@pytest.mark.parametrize("tail", [0, 2, 5])
+def test_polynomial_diffusion_matches_dense_values_and_gradients(steps, tail):
+    """For symmetric M every split gives X_p^T f and the dense algorithm's gradients."""
     n = 12
     f0 = torch.rand(2, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     alpha = torch.tensor([0.02, 0.03], dtype=torch.float64).view(2, 1, 1)
-    outs = {}
-    for name in ("dense", "krylov", "squaring"):
+    weights = torch.linspace(-1, 2, n, dtype=torch.float64)
+    outs = []
+    for dense in (True, False):
         p, m = _symmetric_m(n, seed=steps)
         f = f0.clone().requires_grad_()
-        if name == "dense":
+        if dense:
             y = (newton_schulz_dense(m, alpha, steps).transpose(1, 2) @ f.unsqueeze(-1)).squeeze(-1)
-        elif name == "krylov":
-            y = KrylovDiffusion.apply(m, m.detach(), f, alpha, steps)
         else:
-            y = SquaringDiffusion.apply(m, m.detach(), f, alpha, steps)
-        (y * torch.linspace(-1, 2, n, dtype=torch.float64)).sum().backward()
-        outs[name] = (y.detach(), p.grad if p.grad is not None else torch.zeros_like(p), f.grad)
-    for name in ("krylov", "squaring"):
-        for a, b in zip(outs["dense"], outs[name]):
-            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (name, (a - b).abs().max())
+            y = PolynomialDiffusion.apply(m, m.detach(), f, alpha, steps, tail)
+        (y * weights).sum().backward()
+        outs.append((y.detach(), torch.zeros_like(p) if p.grad is None else p.grad, f.grad))
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a - b).abs().max()
 
 
 @pytest.mark.parametrize("h,w", [(1, 5), (4, 1), (3, 4), (14, 14), (5, 9)])
@@ -249,10 +251,10 @@ def test_cpu_matvec_equals_bmm():
 
 @pytest.mark.parametrize(
     "H,W,iterations",
-    [(1, 6, [6, 2]), (5, 1, [3]), (7, 9, [0, 1, KRYLOV_MAX_STEPS, KRYLOV_MAX_STEPS + 1]), (2, 3, [16])],
+    [(1, 6, [6, 2]), (5, 1, [3]), (7, 9, [0, 1, 5, 6]), (2, 3, [16])],
 )
 def test_fast_matches_dense_across_grids_and_block_settings(H, W, iterations):
-    """Both sides of the Krylov / squaring switch, degenerate grids, zero-step blocks."""
+    """Blocks shorter and longer than the vector tail, degenerate grids, zero-step blocks."""
     s, f = _random_inputs(2, 5, H, W, seed=H + 7 * W)
     results = []
     for implementation in ("dense", "fast"):
