@@ -207,7 +207,6 @@ def sweep(order, bounds, wanted, stop, h, w, background, table, lab, none, entry
     Members of a set form a circular list through `nxt`, so merging relabels the smaller set.
     """
     stride = w + 2
-    n2 = (h + 2) * stride
     lab[:] = none
     wrap = np.int64(none)
     win[:] = 0
@@ -218,15 +217,19 @@ def sweep(order, bounds, wanted, stop, h, w, background, table, lab, none, entry
     if background:
         offsets = np.array([-stride, -1, 1, stride])
         # The padding ring is the outside set; its pixels start the edge windows' counts.
-        for y in range(h + 2):
-            for x in range(w + 2):
-                if y == 0 or y == h + 1 or x == 0 or x == w + 1:
-                    q = y * stride + x
-                    lab[q] = 0
-                    entry[q] = 0
-                    for wy in range(max(y - 1, 0), min(y, h) + 1):
-                        for wx in range(max(x - 1, 0), min(x, w) + 1):
-                            win[wy * stride + wx] += 1
+        for i in range(2 * stride + 2 * h):
+            if i < 2 * stride:  # top and bottom padding rows
+                y = 0 if i < stride else h + 1
+                x = i % stride
+            else:  # left and right padding pixels of the image rows
+                y = 1 + (i - 2 * stride) // 2
+                x = 0 if i % 2 == 0 else w + 1
+            q = y * stride + x
+            lab[q] = 0
+            entry[q] = 0
+            for wy in range(max(y - 1, 0), min(y, h) + 1):
+                for wx in range(max(x - 1, 0), min(x, w) + 1):
+                    win[wy * stride + wx] += 1
         outside = 0
         st[0, SIZE] = 1 << 30
         st[0, INTO] = NO_SET
