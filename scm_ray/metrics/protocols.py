@@ -5,9 +5,10 @@ Both start from the same per-threshold counts (accumulator.py); they differ only
   picked on a held-out split (CUBV2 / ImageNetV2 "train-fullsup") and applied unchanged to
   the test split: ``compute(counts, "wsol", thresholds_from=heldout_result)``. Without a
   held-out result the tau is picked on the split itself and the result says so.
-- "paper" (the released SCM code): GT-Known (and MaxBoxAcc v1) use the map of the top-1
-  PREDICTED class, and every metric's tau is picked on the evaluated split itself. Kept to
-  compare with published numbers, and labelled as such.
+- "paper" (the released SCM code): GT-Known (and MaxBoxAcc v1, which the SCM code reports as
+  the same number) use the map of the top-1 PREDICTED class, and every metric's tau is picked on
+  the evaluated split itself. Kept to compare with published numbers, and labelled as such.
+  MaxBoxAccV2 (not in the SCM code) is the wsol definition in both families.
 
 Each metric that picks tau picks its own (the first tau reaching the maximum, like np.argmax)
 and reports it. Top-k Loc needs no predicted-class map: the class that makes a top-k
