@@ -13,8 +13,9 @@ Input rules (ValueError names the problem): a map is a 2-D float32/float64 array
 [0, 1]. NaN is refused, as the reference's own check refuses it: casting NaN to uint8 is
 undefined (0 on x86, so a NaN map would quietly read as background) and a model that emits NaN
 must be noticed, not scored. Thresholds are a non-empty 1-D sequence of finite numbers >= 0;
-any tau >= 1 simply yields no contour. Boxes are integer-valued (n, 4) x0, y0, x1, y1 with
-0 <= x0 <= x1 and 0 <= y0 <= y1.
+any tau >= 1 simply yields no contour. Ground-truth boxes are (n >= 1, 4) x0, y0, x1, y1 with
+0 <= x0 <= x1 and 0 <= y0 <= y1, in the map's pixel grid; wsolevaluation truncates boxes
+scaled to that grid with int(), and reproducing its numbers needs the same.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def boxes_from_scoremap(scoremap: np.ndarray, thresholds=DEFAULT_THRESHOLDS, mul
 
 
 def check_boxes(boxes, name: str = "boxes") -> np.ndarray:
-    """(n, 4) integer-valued x0, y0, x1, y1 with 0 <= x0 <= x1 and 0 <= y0 <= y1; n >= 1."""
+    """(n >= 1, 4) finite x0, y0, x1, y1 with 0 <= x0 <= x1 and 0 <= y0 <= y1; a (4,) box is one row."""
     arr = np.asarray(boxes)
     if arr.ndim == 1 and arr.size == 4:
         arr = arr[None]
