@@ -7,6 +7,9 @@ disjoint shard, and the accumulator's integer counts are summed across ranks.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -20,10 +23,21 @@ def make_accumulator(threshold_step: float, iou_thresholds, num_classes: int) ->
     return LocalizationAccumulator(thresholds, v2_ious=list(iou_thresholds), k=min(5, num_classes))
 
 
+class BatchMaps(NamedTuple):
+    """What the accumulator needs from one batch, as numpy (off the device and off FFCV's
+    reused buffers), so the box extraction can run later or in another thread."""
+
+    labels: np.ndarray  # (B,) int
+    topk: np.ndarray  # (B, k) int, best first
+    gt_boxes: list[np.ndarray]  # B arrays (m_i, 4)
+    gt_maps: np.ndarray  # (B, h, w) map of the ground-truth class
+    top1_maps: np.ndarray  # (B, h, w) map of the top-1 predicted class
+
+
 @torch.no_grad()
-def accumulate_batch(model, acc: LocalizationAccumulator, images: torch.Tensor, labels: torch.Tensor,
-                     boxes: torch.Tensor, box_count: torch.Tensor, use_bf16: bool = False) -> None:
-    """Maps for the GT class and the top-1 predicted class, top-5 predictions, boxes -> counts."""
+def batch_maps(model, images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
+               box_count: torch.Tensor, use_bf16: bool = False) -> BatchMaps:
+    """Maps for the GT class and the top-1 predicted class, and the top-5 predictions."""
     device = images.device
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
         s0, f0 = model.maps(images)
@@ -34,8 +48,18 @@ def accumulate_batch(model, acc: LocalizationAccumulator, images: torch.Tensor, 
     cams = cams.cpu().numpy()
     counts = box_count.cpu().numpy()
     gt_boxes = [b[: int(n)] for b, n in zip(boxes.cpu().numpy(), counts)]
-    acc.update(labels.cpu().numpy(), topk.cpu().numpy(), gt_boxes,
-               gt_maps=cams[:, 0], top1_maps=cams[:, 1])
+    return BatchMaps(labels.cpu().numpy(), topk.cpu().numpy(), gt_boxes, cams[:, 0], cams[:, 1])
+
+
+def update_accumulator(acc: LocalizationAccumulator, maps: BatchMaps) -> None:
+    """Boxes from the batch's maps -> counts (the CPU-heavy half; releases the GIL in numba)."""
+    acc.update(maps.labels, maps.topk, maps.gt_boxes, gt_maps=maps.gt_maps, top1_maps=maps.top1_maps)
+
+
+def accumulate_batch(model, acc: LocalizationAccumulator, images: torch.Tensor, labels: torch.Tensor,
+                     boxes: torch.Tensor, box_count: torch.Tensor, use_bf16: bool = False) -> None:
+    """Maps for the GT class and the top-1 predicted class, top-5 predictions, boxes -> counts."""
+    update_accumulator(acc, batch_maps(model, images, labels, boxes, box_count, use_bf16))
 
 
 def evaluate_split(model, loader, device: torch.device, num_classes: int, protocol: str = "wsol",
