@@ -311,6 +311,82 @@ class TrainJobConfig:
 JOB_CONFIGS: dict[str, type] = {"train": TrainJobConfig}
 
 
+@dataclass
+class EvalDataConfig:
+    """Which prepared dataset and splits the evaluation pool reads. Evaluation images are stored
+    pre-resized, so only batch size and decoding threads matter here."""
+
+    # "" = each checkpoint's own data.root (from its resolved config); else a folder or URI.
+    root: str = ""
+    # Split the "wsol" protocol picks tau (and the best checkpoint) on; unused by "paper".
+    heldout_split: str = "val"
+    test_split: str = "test"
+    batch_size: int = 64
+    num_workers: int = 1
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("heldout_split", "test_split"):
+            check(bool(getattr(self, key)), key, "must name a split")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+
+
+@dataclass
+class EvalPoolConfig:
+    """The Ray actor pool: each actor loads the splits once, then evaluates many checkpoints."""
+
+    # "" = RAY_ADDRESS if set, else an embedded local Ray; "auto" or ray://host:port.
+    address: str = ""
+    # 0 = as many as fit the cluster (one per GPU with use_gpu); never more than fit.
+    num_actors: int = 0
+    use_gpu: bool = False
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 1.0
+    # How often one checkpoint is re-run after the actor running it died.
+    max_retries: int = 2
+    # Threads per actor turning maps into boxes while the model runs the next batch; 0 = one
+    # per CPU of the actor.
+    box_threads: int = 0
+    # "auto": bf16 autocast on GPUs, fp32 on CPUs.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def __post_init__(self) -> None:
+        check(self.num_actors >= 0, "num_actors", f"must be >= 0 (0 = as many as fit), got {self.num_actors}")
+        check(self.cpus_per_actor > 0, "cpus_per_actor", f"must be > 0, got {self.cpus_per_actor}")
+        check(self.gpus_per_actor > 0, "gpus_per_actor", f"must be > 0, got {self.gpus_per_actor}")
+        check(self.max_retries >= 0, "max_retries", f"must be >= 0, got {self.max_retries}")
+        check(self.box_threads >= 0, "box_threads", f"must be >= 0 (0 = auto), got {self.box_threads}")
+
+
+@dataclass
+class EvalReportConfig:
+    """What the evaluation writes besides results.parquet, and how the table ranks checkpoints."""
+
+    # Ranking metric; under "wsol" it is read on the held-out split (checkpoint selection
+    # without looking at test), under "paper" on the test split.
+    sort_by: Literal["gt_known", "top1_loc", "topk_loc", "top1_cls", "maxboxacc", "maxboxacc_v2"] = "gt_known"
+    # Test images drawn with their CAM, predicted and ground-truth boxes (the first N; 0 = none).
+    overlay_images: int = 4
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        check(0 <= self.overlay_images <= 64, "overlay_images", f"must be in [0, 64], got {self.overlay_images}")
+
+
+@dataclass
+class EvaluateJobConfig:
+    """`scm-ray evaluate --config`: SCM-free evaluation of checkpoint trees by an actor pool."""
+
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    ray: EvalPoolConfig = field(default_factory=EvalPoolConfig)
+    report: EvalReportConfig = field(default_factory=EvalReportConfig)
+
+
+JOB_CONFIGS["evaluate"] = EvaluateJobConfig
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading, overrides and serialisation
 # ----------------------------------------------------------------------------------------------
