@@ -1,0 +1,215 @@
+"""The results table: one row per checkpoint in <out>/results.parquet, what a re-run may reuse,
+the config columns that tell checkpoints apart, and the printed ranking (no Ray).
+
+Columns with a dot in their name are the checkpoint's config fields that differ between the
+rows (``optim.lr``, ``scm.num_blocks``); every other column is fixed by the evaluation itself.
+The full config travels in ``config_json``, so the varying columns can be recomputed whenever
+rows are added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RESULTS_FILE = "results.parquet"
+# Leading columns, in this order; then the other test metrics, the held-out ones, timings,
+# provenance, and the config columns last (each group sorted).
+FIRST_COLUMNS = ("checkpoint", "run", "epoch", "status", "error", "error_kind", "protocol", "tau_source",
+                 "n_images", "gt_known", "gt_known_tau", "top1_loc", "top1_loc_tau")
+TIMING_COLUMNS = ("images_per_s", "wall_s", "eval_s", "load_s")
+_METRIC = re.compile(r"^(top\d+_(loc|cls)|gt_known|maxboxacc.*)(_tau)?$")
+# Headline metrics of the printed table (top{k}_loc is added per table).
+TABLE_METRICS = ("gt_known", "top1_loc", "top1_cls", "maxboxacc", "maxboxacc_v2")
+_TOPK_LOC = re.compile(r"^top([2-9]|\d\d+)_loc$")
+
+
+def read_results(out_dir: str | Path) -> list[dict]:
+    """Rows of an earlier run in this folder (none when there is no table yet)."""
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.is_file():
+        return []
+    return pq.read_table(path).to_pylist()
+
+
+def write_results(out_dir: str | Path, rows: list[dict]) -> Path:
+    """Replace <out>/results.parquet atomically (a crash mid-write keeps the previous table)."""
+    path = Path(out_dir) / RESULTS_FILE
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(to_table(rows), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def reusable(previous: dict | None, fingerprint: str, eval_key: str) -> bool:
+    """Whether an earlier row still answers for this checkpoint: same model.pt, same settings,
+    and either scored or failed for a defect of the file itself (which would only repeat)."""
+    if previous is None:
+        return False
+    same = previous.get("fingerprint") == fingerprint and previous.get("eval_key") == eval_key
+    return same and (previous.get("status") == "ok" or previous.get("error_kind") == "checkpoint")
+
+
+def eval_key(settings: dict) -> str:
+    """A short, stable identity of the evaluation settings that change a row's numbers."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}; lists stay whole (one field)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def with_varying_config(rows: list[dict]) -> list[dict]:
+    """Rows with one dotted column per config field whose value differs between rows that have
+    a config (checkpoints that failed to load have none and get nulls)."""
+    flat = [flatten(json.loads(r["config_json"])) if r.get("config_json") else None for r in rows]
+    known = [f for f in flat if f is not None]
+    names = sorted({k for f in known for k in f})
+    varying = [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in known}) > 1]
+    out = []
+    for row, fields in zip(rows, flat):
+        clean = {k: v for k, v in row.items() if "." not in k}
+        clean.update({n: (fields.get(n) if fields else None) for n in varying})
+        out.append(clean)
+    return out
+
+
+def to_table(rows: list[dict]) -> pa.Table:
+    """Arrow table with stable column order; a column whose values mix kinds (a list here, a
+    number there) is stored as JSON text so one odd config never breaks the file."""
+    names = sorted({k for r in rows for k in r}, key=_column_rank)
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in rows]
+        columns[name] = _uniform(values)
+    return pa.table(columns) if rows else pa.table({"checkpoint": pa.array([], pa.string())})
+
+
+def _column_rank(name: str) -> tuple:
+    if name in FIRST_COLUMNS:
+        return (0, FIRST_COLUMNS.index(name), name)
+    if _METRIC.match(name):
+        return (1, 0, name)
+    if name.startswith("heldout_"):
+        return (2, 0, name)
+    if name in TIMING_COLUMNS:
+        return (3, TIMING_COLUMNS.index(name), name)
+    return (5 if "." in name else 4, 0, name)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "str" if isinstance(value, str) else "other"
+
+
+def _uniform(values: list) -> list:
+    kinds = {_kind(v) for v in values if v is not None}
+    if len(kinds) <= 1 and "other" not in kinds:
+        return values
+    return [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values]
+
+
+# ---------------------------------------------------------------------------------- ranking
+
+
+def topk_loc_column(rows: list[dict]) -> str | None:
+    """The Top-k Loc column of these rows (k = min(5, classes), e.g. top5_loc)."""
+    for row in rows:
+        for key in row:
+            if _TOPK_LOC.match(key):
+                return key
+    return None
+
+
+def ranking_column(rows: list[dict], sort_by: str = "gt_known") -> str:
+    """The column checkpoints are ranked by: under "wsol" the held-out split's value (choosing
+    a checkpoint by its test numbers would leak the test split), under "paper" the test's."""
+    name = (topk_loc_column(rows) or "top5_loc") if sort_by == "topk_loc" else sort_by
+    heldout = f"heldout_{name}"
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if ok and all(r.get("protocol") == "wsol" and r.get(heldout) is not None for r in ok):
+        return heldout
+    return name
+
+
+def ranked(rows: list[dict], column: str) -> list[dict]:
+    """ok rows best first (ties: the earlier checkpoint path), then the failed ones by path."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get(column) is not None]
+    ok.sort(key=lambda r: (-float(r[column]), str(r.get("checkpoint"))))
+    rest = sorted((r for r in rows if r not in ok), key=lambda r: str(r.get("checkpoint")))
+    return ok + rest
+
+
+def best_row(rows: list[dict], sort_by: str = "gt_known") -> dict | None:
+    column = ranking_column(rows, sort_by)
+    order = ranked(rows, column)
+    return order[0] if order and order[0].get("status") == "ok" and order[0].get(column) is not None else None
+
+
+def _short_name(row: dict) -> str:
+    name = Path(str(row.get("checkpoint", ""))).name
+    return f"{row['run']}/{name}" if row.get("run") else name
+
+
+def _cell(value: Any, width: int) -> str:
+    if value is None:
+        return "-".rjust(width)
+    if isinstance(value, float):
+        return f"{value:{width}.1f}" if abs(value) >= 1 or value == 0 else f"{value:{width}.3g}"
+    return str(value).rjust(width)
+
+
+def format_table(rows: list[dict], sort_by: str = "gt_known") -> str:
+    """The summary printed after an evaluation: ok rows ranked by `sort_by` (held-out under
+    "wsol"), failed rows with their reasons, and the best checkpoint named."""
+    if not rows:
+        return "no checkpoints evaluated"
+    column = ranking_column(rows, sort_by)
+    topk = topk_loc_column(rows)
+    metrics = list(TABLE_METRICS[:2]) + ([topk] if topk else []) + list(TABLE_METRICS[2:])
+    order = ranked(rows, column)
+    width = max(12, *(len(_short_name(r)) for r in order))
+    head = [f"{'#':>3}", "checkpoint".ljust(width), f"{'epoch':>5}", f"{column:>{max(9, len(column))}}"]
+    head += [f"{m:>{max(9, len(m))}}" for m in metrics] + [f"{'tau':>5}", f"{'img/s':>7}", f"{'wall s':>7}"]
+    lines = ["  ".join(head)]
+    for i, row in enumerate(order, 1):
+        if row.get("status") != "ok":
+            continue
+        cells = [f"{i:>3}", _short_name(row).ljust(width), _cell(row.get("epoch"), 5),
+                 _cell(row.get(column), max(9, len(column)))]
+        cells += [_cell(row.get(m), max(9, len(m))) for m in metrics]
+        cells += [_cell(row.get("gt_known_tau"), 5), _cell(row.get("images_per_s"), 7), _cell(row.get("wall_s"), 7)]
+        lines.append("  ".join(cells))
+    failed = [r for r in order if r.get("status") != "ok"]
+    for row in failed:
+        lines.append(f"  failed  {_short_name(row)}: {row.get('error')}")
+    ok_rows = [r for r in rows if r.get("status") == "ok"]
+    label = ok_rows[0].get("tau_source") if ok_rows else None
+    lines.append(f"{len(ok_rows)} ok, {len(failed)} failed; ranked by {column}"
+                 + (f"; protocol {ok_rows[0].get('protocol')}, tau from {label}" if ok_rows else ""))
+    best = best_row(rows, sort_by)
+    if best is not None:
+        lines.append(f"best: {best['checkpoint']} ({column} {best[column]:.2f}, test gt_known "
+                     f"{best.get('gt_known', float('nan')):.2f}, top1_loc {best.get('top1_loc', float('nan')):.2f})")
+    else:
+        lines.append("best: none (no checkpoint was evaluated successfully)")
+    return "\n".join(lines)
