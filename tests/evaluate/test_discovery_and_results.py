@@ -1,0 +1,172 @@
+"""The Ray-free parts of evaluation: finding checkpoints in trees, the reuse rule, the results
+table (varying config columns, mixed types), the ranking, and the threaded box counter."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from scm_ray.evaluate.discovery import data_root_of, epoch_from_name, find_checkpoints, fingerprint
+from scm_ray.evaluate.results import (
+    best_row,
+    eval_key,
+    format_table,
+    ranking_column,
+    read_results,
+    reusable,
+    with_varying_config,
+    write_results,
+)
+
+
+def _checkpoint(folder: Path, lr: float = 1e-3, data_root: str = "data/x") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights")
+    config = {"optim": {"lr": lr}, "data": {"root": data_root}, "scm": {"iterations": [4, 2]}}
+    (folder / "meta.json").write_text(json.dumps({"config": config}))
+    return folder
+
+
+def test_a_tune_tree_a_run_folder_and_a_single_checkpoint(tmp_path):
+    experiment = tmp_path / "experiment"
+    for trial in ("trial_a", "trial_b"):
+        run = experiment / trial / "run"
+        _checkpoint(run / "checkpoint_epoch0001")
+        _checkpoint(run / "checkpoint_epoch0002")
+        (run / "metrics.parquet").write_bytes(b"not a checkpoint")
+    stray = experiment / "trial_b" / "leftover"
+    stray.mkdir()
+    (stray / "model.pt").write_bytes(b"\x00garbage")  # counts, and will fail
+    hidden = experiment / ".cache" / "checkpoint_x"
+    _checkpoint(hidden)
+    (experiment / "experiment_state.json").write_text("{}")
+
+    found = find_checkpoints(experiment)
+    assert [f.run for f in found] == ["trial_a/run", "trial_a/run", "trial_b", "trial_b/run", "trial_b/run"]
+    assert found[0].slug == "trial_a__run__checkpoint_epoch0001"
+    assert len({f.slug for f in found}) == len(found)
+
+    run = experiment / "trial_a" / "run"
+    assert [f.path.name for f in find_checkpoints(run)] == ["checkpoint_epoch0001", "checkpoint_epoch0002"]
+    assert {f.run for f in find_checkpoints(run)} == {"run"}
+    single = find_checkpoints(run / "checkpoint_epoch0002")
+    assert [(f.run, f.slug) for f in single] == [("run", "run__checkpoint_epoch0002")]
+    assert find_checkpoints(run / "checkpoint_epoch0002" / "model.pt") == single
+    with pytest.raises(FileNotFoundError):
+        find_checkpoints(tmp_path / "missing")
+
+
+def test_fingerprint_changes_when_model_pt_is_rewritten(tmp_path):
+    folder = _checkpoint(tmp_path / "checkpoint_epoch0007", data_root="/data/cub")
+    before = fingerprint(folder)
+    assert before == fingerprint(folder)
+    (folder / "model.pt").write_bytes(b"other weights!")
+    os.utime(folder / "model.pt", ns=(1, 1))
+    assert fingerprint(folder) != before
+    assert epoch_from_name(folder) == 7 and data_root_of(folder) == "/data/cub"
+    assert data_root_of(tmp_path) is None
+
+
+def test_reuse_rule():
+    key = eval_key({"eval": {"protocol": "wsol"}, "data_root": "/d"})
+    assert key == eval_key({"data_root": "/d", "eval": {"protocol": "wsol"}})
+    ok = {"status": "ok", "fingerprint": "1:2", "eval_key": key}
+    assert reusable(ok, "1:2", key)
+    assert not reusable(ok, "1:3", key)  # model.pt changed
+    assert not reusable(ok, "1:2", eval_key({"eval": {"protocol": "paper"}}))  # other settings
+    assert reusable({**ok, "status": "failed", "error_kind": "checkpoint"}, "1:2", key)  # would fail again
+    assert not reusable({**ok, "status": "failed", "error_kind": "actor"}, "1:2", key)  # may pass now
+    assert not reusable(None, "1:2", key)
+
+
+def _row(name: str, gt: float | None, heldout: float | None, config: dict | None, status: str = "ok") -> dict:
+    return {"checkpoint": f"/runs/r/{name}", "run": "r", "status": status, "protocol": "wsol",
+            "tau_source": "held-out", "gt_known": gt, "heldout_gt_known": heldout, "heldout_top4_loc": heldout,
+            "top1_loc": gt,
+            "top4_loc": gt, "top1_cls": 50.0, "maxboxacc": gt, "maxboxacc_v2": gt, "gt_known_tau": 0.5,
+            "error": None if status == "ok" else "model.pt: cannot be read",
+            "config_json": json.dumps(config) if config else None}
+
+
+def test_table_varying_columns_ranking_and_round_trip(tmp_path):
+    rows = [
+        _row("checkpoint_epoch0001", 70.0, 40.0, {"optim": {"lr": 1e-3}, "scm": {"iterations": [4, 2]}, "x": 1}),
+        _row("checkpoint_epoch0002", 60.0, 55.0, {"optim": {"lr": 1e-4}, "scm": {"iterations": [16]}, "x": 1}),
+        _row("checkpoint_epoch0003", None, None, None, status="failed"),
+    ]
+    table = with_varying_config(rows)
+    assert table[0]["optim.lr"] == 1e-3 and table[1]["scm.iterations"] == [16]
+    assert table[2]["optim.lr"] is None and "x" not in table[0]
+    write_results(tmp_path, table)
+    back = read_results(tmp_path)
+    assert [r["checkpoint"] for r in back] == [r["checkpoint"] for r in rows]
+    assert back[1]["scm.iterations"] == "[16]"  # lists are stored as JSON text
+    assert pq.read_table(tmp_path / "results.parquet").column_names[:4] == ["checkpoint", "run", "status", "error"]
+
+    # "wsol": ranked by the held-out value, so epoch 2 wins although its test number is lower
+    assert ranking_column(rows, "gt_known") == "heldout_gt_known"
+    assert best_row(rows)["checkpoint"].endswith("0002")
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert "r/checkpoint_epoch0002" in lines[1] and "r/checkpoint_epoch0001" in lines[2]
+    assert "failed  r/checkpoint_epoch0003: model.pt: cannot be read" in text
+    assert lines[-1].startswith("best: /runs/r/checkpoint_epoch0002")
+    assert ranking_column(rows, "topk_loc") == "heldout_top4_loc"
+
+    paper = [{**r, "protocol": "paper", "heldout_gt_known": None} for r in rows]
+    assert best_row(paper)["checkpoint"].endswith("0001")
+    assert format_table([]) == "no checkpoints evaluated"
+
+
+def test_a_config_field_of_mixed_kinds_is_stored_as_text(tmp_path):
+    rows = [_row("a", 1.0, 1.0, {"model": {"pretrained": ""}}), _row("b", 2.0, 2.0, {"model": {"pretrained": 3}})]
+    write_results(tmp_path, with_varying_config(rows))
+    assert [r["model.pretrained"] for r in read_results(tmp_path)] == ["", "3"]
+
+
+def test_threaded_box_counter_matches_one_accumulator():
+    from scm_ray.evaluate.worker import BoxCounter
+    from scm_ray.inference import BatchMaps, make_accumulator, update_accumulator
+
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(6):
+        maps = rng.random((3, 2, 24, 24)).astype(np.float32)
+        labels = rng.integers(0, 4, 3)
+        topk = np.argsort(rng.random((3, 4)), axis=1)
+        boxes = [np.array([[2, 3, 15, 20]], np.float32) for _ in range(3)]
+        batches.append(BatchMaps(labels, topk, boxes, maps[:, 0], maps[:, 1]))
+    single = make_accumulator(0.1, [0.3, 0.5], 4)
+    for batch in batches:
+        update_accumulator(single, batch)
+    counter = BoxCounter(lambda: make_accumulator(0.1, [0.3, 0.5], 4), threads=3)
+    for batch in batches:
+        counter.add(batch)
+    assert np.array_equal(counter.finish().counts_vector(), single.counts_vector())
+
+
+def test_bad_settings_fail_before_ray(tmp_path, capsys):
+    from scm_ray.cli import main
+
+    _checkpoint(tmp_path / "run" / "checkpoint_epoch0001")
+    base = ["evaluate", "--checkpoints", str(tmp_path / "run"), "--out", str(tmp_path / "out")]
+    assert main([*base, "--set", "ray.nope=1"]) == 2
+    assert "ray.nope: unknown key" in capsys.readouterr().err
+    assert main([*base, "--data", str(tmp_path / "nowhere")]) == 2
+    assert "data.root: dataset folder not found" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoints", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoints:" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("module", ["scm_ray.evaluate.discovery", "scm_ray.evaluate.results",
+                                    "scm_ray.evaluate.worker", "scm_ray.evaluate"])
+def test_the_ray_free_parts_import_without_ray(module):
+    import tests.test_no_ray as no_ray  # module access: pytest must not collect its test twice
+
+    no_ray.test_core_imports_without_ray(module)
