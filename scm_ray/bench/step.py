@@ -93,6 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="steps per timed repeat (default 10 on cuda, 1 on cpu)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant and mode")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU intra-op threads (default: torch's); 1 is steadier on a shared machine")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="process = this process's CPU time (cpu only; with --threads 1 it "
+                             "ignores time lost to other processes on a shared machine)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -100,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("scm-ray bench step: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "process" and device.type != "cpu":
+        print("scm-ray bench step: --clock process is for --device cpu", file=sys.stderr)
         return 2
     batch = args.batch or (128 if device.type == "cuda" else 8)
     steps = args.steps or (10 if device.type == "cuda" else 1)
@@ -110,14 +120,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {args.model} {args.img_size}px/{args.patch_size}, classes {args.num_classes}, "
           f"batch {batch}, {args.precision}; SCM {len(args.iterations)} ADBs, "
           f"iterations {'/'.join(map(str, args.iterations))}")
-    print(f"timing: median of {args.repeats} repeats x {steps} steps, interleaved; "
+    print(f"timing: {args.clock} clock, median of {args.repeats} repeats x {steps} steps, interleaved; "
           f"{args.warmup} warm-up steps excluded. peak = live torch tensor bytes "
           f"({'max_memory_allocated' if device.type == 'cuda' else 'profiler alloc/free replay'})")
     images, labels = synthetic_batch(batch, args.img_size, args.num_classes, device, args.seed)
     worst = (float("inf"), 0.0)
     for mode in modes:
         variants = build_variants(args, device, images, labels, compiled=mode == "compiled")
-        results = measure(variants, mode, args.repeats, steps, args.warmup, device, images)
+        results = measure(variants, mode, args.repeats, steps, args.warmup, device, images, args.clock)
         print_results(results)
         plain, scm = results[0], results[1]
         thr, mem = plain.ms / scm.ms, scm.peak_bytes / plain.peak_bytes
@@ -219,6 +229,7 @@ def measure(
     warmup: int,
     device: torch.device,
     images: torch.Tensor,
+    clock: str = "wall",
 ) -> list[Result]:
     """Warm up every variant, time interleaved repeats, then measure each one's peak memory."""
     for v in variants:
@@ -229,7 +240,7 @@ def measure(
     for r in range(repeats):
         shift = r % len(variants)
         for v in variants[shift:] + variants[:shift]:  # rotate the order every repeat
-            seconds[v.name].append(time_steps(v.step, steps, device))
+            seconds[v.name].append(time_steps(v.step, steps, device, clock))
     results = []
     for v in variants:
         peak = resident_bytes(v, images) + step_growth_bytes(v.step, device)
@@ -237,14 +248,15 @@ def measure(
     return results
 
 
-def time_steps(step: Callable[[], None], steps: int, device: torch.device) -> float:
+def time_steps(step: Callable[[], None], steps: int, device: torch.device, clock: str = "wall") -> float:
     """Seconds per step, averaged over `steps` back-to-back steps."""
+    now = time.process_time if clock == "process" else time.perf_counter
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     for _ in range(steps):
         step()
     synchronize(device)
-    return (time.perf_counter() - start) / steps
+    return (now() - start) / steps
 
 
 def synchronize(device: torch.device) -> None:

@@ -168,76 +168,89 @@ def test_non_positive_beta_and_constant_maps_stay_finite():
     assert torch.equal(minmax(torch.ones(3, 4)), torch.zeros(3, 4))
 
 
-# --- the fast path's pieces (PolynomialDiffusion, the band-built M) -----------------------
+# --- the fast path's pieces (PolynomialDiffusion on a band, the band-built M) --------------
 
 from scm_ray.model.scm import (  # noqa: E402
     PolynomialDiffusion,
     _band_positions,
     _matvec,
+    _stencil,
+    band_row_abs_sums,
+    band_to_dense,
     grid_degree,
 )
 
 
-def _symmetric_m(n, seed, batch=2):
-    """A symmetric M (B, N, N) built from a leaf P, as the model builds it from its parameters."""
+def _random_band(h, w, seed, batch=2, scale=0.5):
+    """A band (B, 3, H, W) with zeros where a grid node has no right / lower neighbour."""
     g = torch.Generator().manual_seed(seed)
-    p = (0.5 * torch.randn(batch, n, n, generator=g, dtype=torch.float64)).requires_grad_()
-    return p, (p + p.transpose(1, 2)) / 2
+    band = scale * torch.randn(batch, 3, h, w, generator=g, dtype=torch.float64)
+    band[:, 1, :, -1] = 0.0
+    band[:, 2, -1, :] = 0.0
+    return band
 
 
-# (steps, tail): pure squarings, pure vectors, mixed; with n = 6 the factored adjoint turns
-# dense once its rank passes 3 (n / 2), so both backward regimes run.
+# (steps, tail): pure squarings, pure vectors, mixed; with N = 6 the factored adjoint turns
+# dense once its rank passes 3 (N / 2), so both backward regimes run.
 STEP_TAILS = [(0, 0), (1, 0), (1, 1), (3, 0), (3, 3), (3, 1), (4, 2), (5, 0)]
 
 
 @pytest.mark.parametrize("steps,tail", STEP_TAILS)
 def test_polynomial_diffusion_passes_gradcheck(steps, tail):
-    """The hand-written backward is the exact adjoint of the forward, for any M and any (fixed)
-    X_0 source M0: X_0 is detached, so M0 gets no gradient."""
-    g = torch.Generator().manual_seed(steps * 10 + tail)
-    m = (0.4 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64)).requires_grad_()
-    m0 = 0.4 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
-    f = torch.rand(2, 6, generator=g, dtype=torch.float64).requires_grad_()
+    """The hand-written backward is the exact adjoint of the forward, for any band and any
+    (fixed) X_0 source band0: X_0 is detached, so band0 gets no gradient."""
+    band = _random_band(2, 3, seed=steps * 10 + tail, scale=0.4).requires_grad_()
+    band0 = _random_band(2, 3, seed=99, scale=0.4)
+    f = torch.rand(2, 6, generator=torch.Generator().manual_seed(tail), dtype=torch.float64)
+    f.requires_grad_()
     alpha = torch.tensor([0.3, 0.2], dtype=torch.float64).view(2, 1, 1)
-    fn = lambda m_, f_: PolynomialDiffusion.apply(m_, m0, f_, alpha, steps, tail)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (m, f))
+    fn = lambda b_, f_: PolynomialDiffusion.apply(b_, band0, f_, alpha, steps, tail)  # noqa: E731
+    # padding entries of the band are not part of M: perturb only the real ones
+    mask = _random_band(2, 3, seed=0).ne(0).double()
+    assert torch.autograd.gradcheck(lambda b_, f_: fn(b_ * mask, f_), (band, f))
 
 
 @pytest.mark.parametrize("steps", [0, 1, 2, 4, 5, 7, 16])
-@pytest.mark.parametrize("tail", [0, 2, 5])
+@pytest.mark.parametrize("tail", [0, 2, 4])
 def test_polynomial_diffusion_matches_dense_values_and_gradients(steps, tail):
-    """For symmetric M every split gives X_p^T f and the dense algorithm's gradients."""
-    n = 12
-    f0 = torch.rand(2, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    """Every split gives X_p^T f and the dense algorithm's gradients (band and f)."""
+    h, w = 3, 4
+    f0 = torch.rand(2, h * w, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     alpha = torch.tensor([0.02, 0.03], dtype=torch.float64).view(2, 1, 1)
-    weights = torch.linspace(-1, 2, n, dtype=torch.float64)
+    weights = torch.linspace(-1, 2, h * w, dtype=torch.float64)
     outs = []
     for dense in (True, False):
-        p, m = _symmetric_m(n, seed=steps)
+        band = _random_band(h, w, seed=steps).requires_grad_()
         f = f0.clone().requires_grad_()
         if dense:
+            m = band_to_dense(band)
             y = (newton_schulz_dense(m, alpha, steps).transpose(1, 2) @ f.unsqueeze(-1)).squeeze(-1)
         else:
-            y = PolynomialDiffusion.apply(m, m.detach(), f, alpha, steps, tail)
+            y = PolynomialDiffusion.apply(band, band.detach(), f, alpha, steps, tail)
         (y * weights).sum().backward()
-        outs.append((y.detach(), torch.zeros_like(p) if p.grad is None else p.grad, f.grad))
+        grad_band = torch.zeros_like(band) if band.grad is None else band.grad
+        outs.append((y.detach(), grad_band, f.grad))
     for a, b in zip(*outs):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12), (a - b).abs().max()
 
 
 @pytest.mark.parametrize("h,w", [(1, 5), (4, 1), (3, 4), (14, 14), (5, 9)])
 def test_band_built_m_equals_dense_m(h, w):
-    """M from neighbour similarities (one index_copy) equals Lap * (lam E - 1), and the band's
-    row sums equal sum_j |M_ij|."""
+    """The band from raw tokens and norms is Lap * (lam E - 1) of the dense form; its dense
+    matrix, stencil products and row sums agree with the dense ones."""
     g = torch.Generator().manual_seed(h * w)
     s = torch.randn(2, 7, h, w, generator=g, dtype=torch.float64)
+    s[0, :, 0, 0] = 0.0  # a zero token: E_ii = 0, as F.normalize gives
     block = SpatialCalibration(1, lambda_init=1.3).double().blocks[0]
+    band = block.band(s)
+    m = band_to_dense(band)
     sn = torch.nn.functional.normalize(s.flatten(2), dim=1)
-    m, row_abs = block._stencil_matrix(sn, h, w)
     lam = block.lam.detach()
     dense = grid_laplacian(h, w, dtype=torch.float64) * (lam * (sn.transpose(1, 2) @ sn) - 1.0)
     assert torch.allclose(m, dense, atol=1e-12)
-    assert torch.allclose(row_abs, dense.abs().sum(-1), atol=1e-12)
+    assert torch.allclose(band_row_abs_sums(band), dense.abs().sum(-1), atol=1e-12)
+    x = torch.randn(2, h * w, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(_stencil(band, x), dense @ x, atol=1e-12)
     assert torch.equal(grid_degree(h, w, dtype=torch.float64), grid_laplacian(h, w).diagonal().double())
     assert _band_positions(h, w, "cpu").unique().numel() == _band_positions(h, w, "cpu").numel()
 
