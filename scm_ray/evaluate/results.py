@@ -187,15 +187,15 @@ def format_table(rows: list[dict], sort_by: str = "gt_known") -> str:
     topk = topk_loc_column(rows)
     metrics = list(TABLE_METRICS[:2]) + ([topk] if topk else []) + list(TABLE_METRICS[2:])
     order = ranked(rows, column)
+    metrics = ([] if column in metrics else [column]) + metrics
     width = max(12, *(len(_short_name(r)) for r in order))
-    head = [f"{'#':>3}", "checkpoint".ljust(width), f"{'epoch':>5}", f"{column:>{max(9, len(column))}}"]
+    head = [f"{'#':>3}", "checkpoint".ljust(width), f"{'epoch':>5}"]
     head += [f"{m:>{max(9, len(m))}}" for m in metrics] + [f"{'tau':>5}", f"{'img/s':>7}", f"{'wall s':>7}"]
     lines = ["  ".join(head)]
     for i, row in enumerate(order, 1):
         if row.get("status") != "ok":
             continue
-        cells = [f"{i:>3}", _short_name(row).ljust(width), _cell(row.get("epoch"), 5),
-                 _cell(row.get(column), max(9, len(column)))]
+        cells = [f"{i:>3}", _short_name(row).ljust(width), _cell(row.get("epoch"), 5)]
         cells += [_cell(row.get(m), max(9, len(m))) for m in metrics]
         cells += [_cell(row.get("gt_known_tau"), 5), _cell(row.get("images_per_s"), 7), _cell(row.get("wall_s"), 7)]
         lines.append("  ".join(cells))
@@ -208,8 +208,9 @@ def format_table(rows: list[dict], sort_by: str = "gt_known") -> str:
                  + (f"; protocol {ok_rows[0].get('protocol')}, tau from {label}" if ok_rows else ""))
     best = best_row(rows, sort_by)
     if best is not None:
-        lines.append(f"best: {best['checkpoint']} ({column} {best[column]:.2f}, test gt_known "
-                     f"{best.get('gt_known', float('nan')):.2f}, top1_loc {best.get('top1_loc', float('nan')):.2f})")
+        split = best.get("test_split") or "test"
+        lines.append(f"best: {best['checkpoint']} ({column} {best[column]:.2f}; on {split}: gt_known "
+                     f"{best['gt_known']:.2f}, top1_loc {best['top1_loc']:.2f})")
     else:
         lines.append("best: none (no checkpoint was evaluated successfully)")
     return "\n".join(lines)
