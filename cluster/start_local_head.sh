@@ -88,6 +88,14 @@ if [ "$dry_run" = 1 ]; then
     exit 0
 fi
 
+# Token authentication (Ray's own): every client and job must present ~/.ray/auth_token. Ray 2.60
+# turns it on for new local clusters anyway once a token exists; we make it explicit so the head,
+# `ray job submit` and the drivers agree. RAY_AUTH_MODE=disabled before this script opts out.
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+if [ "$RAY_AUTH_MODE" = token ]; then
+    ray get-auth-token --generate >/dev/null  # creates ~/.ray/auth_token only when missing
+fi
+
 "${cmd[@]}"
 
 shown=$host
@@ -96,7 +104,7 @@ ray_bin=$(command -v ray)
 cat <<EOF
 
 scm-ray: Ray head is up (python: $(command -v python)).
-  submit to:   export RAY_ADDRESS=http://$shown:$dashboard_port
+  submit to:   export RAY_ADDRESS=http://$shown:$dashboard_port RAY_AUTH_MODE=$RAY_AUTH_MODE
   example:     $ray_bin job submit --working-dir . --runtime-env cluster/runtime_env.yaml \\
                    -- python jobs/train.py --config jobs/configs/train_synthetic.yaml
   follow:      $ray_bin job logs -f JOB_ID        stop a job: $ray_bin job stop JOB_ID

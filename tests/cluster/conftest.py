@@ -30,4 +30,7 @@ def ray_head():
 def job_client(ray_head: LocalHead):
     from ray.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(ray_head.address)
+    # The head runs with Ray's token authentication (start_local_head.sh). Send the token
+    # explicitly: this test process may have cached Ray's auth mode before the head existed.
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    return JobSubmissionClient(ray_head.address, headers={"Authorization": f"Bearer {token}"})
