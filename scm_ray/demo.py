@@ -1,43 +1,64 @@
-"""`scm-ray demo` (`make demo`): the model on a synthetic batch.
+"""`scm-ray demo` (`make demo`): the whole pipeline on the embedded default.
 
-Later stages of the project turn this into the whole pipeline (data -> Ray Train -> evaluation).
+Synthetic dataset -> FFCV files -> local Ray -> Ray Train (2 CPU workers, tiny ViT + SCM with a
+TS-CAM warm-up) -> SCM-free evaluation of the run's checkpoints (wsol protocol: threshold chosen
+on the held-out val split, applied to test) -> metrics next to two trivial baselines on the same
+test split -> CAM overlays. The last line is machine-readable:
+
+    demo: GT-Known 83.1% (centre box 21.4%, whole image 9.0%) in 412 s
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-import torch
+from scm_ray.config import TrainJobConfig, load_config
 
-from scm_ray.config import ModelConfig, SCMConfig
-from scm_ray.model import build_model, param_groups
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "train_synthetic.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch", type=int, default=8, help="synthetic batch size")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="outputs/demo", help="folder for data, run and results")
+    parser.add_argument("--config", default=str(DEMO_CONFIG), help="training YAML")
+    parser.add_argument("--num-train", type=int, default=3000)
+    parser.add_argument("--num-val", type=int, default=400)
+    parser.add_argument("--num-test", type=int, default=400)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    model_cfg = ModelConfig(name="vit_tiny_patch16_224", num_classes=4, img_size=64, patch_size=8,
-                            embed_dim=96, depth=4, num_heads=3, drop_path_rate=0.0)
-    model = build_model(model_cfg, SCMConfig())
-    images = torch.randn(args.batch, 3, 64, 64)
-    labels = torch.randint(0, 4, (args.batch,))
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3)
     start = time.perf_counter()
-    model.train()
-    loss = torch.nn.functional.cross_entropy(model(images), labels)
-    loss.backward()
-    opt.step()
-    model.eval()
-    logits, cams = model.localize(images, topk=1)
-    print(f"model: {model_cfg.name} {model_cfg.img_size}px, grid {model.grid_size}, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"SCM blocks {len(model.scm.blocks)}")
-    print(f"one training step on a synthetic batch of {args.batch}: loss {loss.item():.4f}")
-    print(f"SCM-free localize: logits {tuple(logits.shape)}, cams {tuple(cams.shape)}")
-    print(f"guards: {model.scm.pop_guard_counts()}; {time.perf_counter() - start:.2f} s")
+    out = Path(args.out).resolve()
+    data_dir = out / "data"
+    cfg = load_config(TrainJobConfig, args.config, [
+        f"data.root={data_dir}", f"ray.storage_path={out / 'runs'}",
+        *args.overrides,
+    ])
+    from scm_ray.data.prepare import prepare_synthetic
+
+    print(f"[demo] 1/4 synthetic dataset -> {data_dir}", flush=True)
+    prepare_synthetic(data_dir, num_train=args.num_train, num_val=args.num_val,
+                      num_test=args.num_test, image_size=cfg.model.img_size,
+                      num_classes=cfg.model.num_classes, seed=0, progress=True)
+
+    print("[demo] 2/4 training on a local Ray (2 CPU workers)", flush=True)
+    from scm_ray.train.trainer import run_training
+
+    outcome = run_training(cfg, default_name="demo")
+    if outcome.error:
+        print(f"[demo] training failed: {outcome.error}")
+        return 1
+
+    print("[demo] 3/4 evaluating the run's checkpoints SCM-free (wsol protocol)", flush=True)
+    from scm_ray.demo_report import evaluate_demo
+
+    report = evaluate_demo(cfg, outcome.run_dir, data_dir, out / "results")
+    print("[demo] 4/4 results", flush=True)
+    print(report.table)
+    print(f"[demo] run folder: {outcome.run_dir}")
+    print(f"[demo] results, CAM overlays and curves: {out / 'results'}")
+    print(f"demo: GT-Known {report.gt_known:.1f}% (centre box {report.centre_box:.1f}%, "
+          f"whole image {report.whole_image:.1f}%) in {time.perf_counter() - start:.0f} s")
     return 0
