@@ -15,6 +15,8 @@ from typing import Any
 # benchmark -> (module, one-line help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "step": ("scm_ray.bench.step", "training-step speed and peak memory: plain backbone vs SCM"),
+    "boxes": ("scm_ray.bench.boxes", "box extraction maps/s: reference vs fast extractor"),
+    "loader": ("scm_ray.bench.loader", "loader images/s: FFCV vs torchvision ImageFolder"),
 }
 
 

@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bf16 = autocast for the backbone; the ADB stack stays float32")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure torch.compile'd models (eager is always measured)")
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend for the compiled mode (aot_eager: trace only)")
     parser.add_argument("--dense", action="store_true",
                         help="also measure the SCM with the dense (reference) ADB stack")
     parser.add_argument("--iterations", type=int, nargs="+", default=[16, 4, 4, 4],
@@ -126,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     images, labels = synthetic_batch(batch, args.img_size, args.num_classes, device, args.seed)
     worst = (float("inf"), 0.0)
     for mode in modes:
-        variants = build_variants(args, device, images, labels, compiled=mode == "compiled")
+        backend = args.backend if mode == "compiled" else None
+        variants = build_variants(args, device, images, labels, backend)
         results = measure(variants, mode, args.repeats, steps, args.warmup, device, images, args.clock)
         print_results(results)
         plain, scm = results[0], results[1]
@@ -162,9 +165,10 @@ def build_variants(
     device: torch.device,
     images: torch.Tensor,
     labels: torch.Tensor,
-    compiled: bool,
+    backend: str | None,
 ) -> list[Variant]:
-    """plain, scm (and scm-dense): same seed, so the backbones start from the same weights."""
+    """plain, scm (and scm-dense): same seed, so the backbones start from the same weights;
+    compiled with `backend` unless it is None."""
     model_cfg = ModelConfig(
         name=args.model, num_classes=args.num_classes, img_size=args.img_size,
         patch_size=args.patch_size, embed_dim=args.embed_dim, depth=args.depth,
@@ -183,7 +187,7 @@ def build_variants(
         torch.manual_seed(args.seed)
         model = build_model(model_cfg, scm_cfg).to(device).train()
         optimizer = make_optimizer(model, device)
-        forward = torch.compile(model) if compiled else model
+        forward = torch.compile(model, backend=backend) if backend else model
         step = make_step(forward, optimizer, images, labels, device, autocast)
         variants.append(Variant(name, model, optimizer, step))
     return variants

@@ -173,7 +173,6 @@ def test_non_positive_beta_and_constant_maps_stay_finite():
 from scm_ray.model.scm import (  # noqa: E402
     PolynomialDiffusion,
     _band_positions,
-    _matvec,
     _stencil,
     band_row_abs_sums,
     band_to_dense,
@@ -253,13 +252,6 @@ def test_band_built_m_equals_dense_m(h, w):
     assert torch.allclose(_stencil(band, x), dense @ x, atol=1e-12)
     assert torch.equal(grid_degree(h, w, dtype=torch.float64), grid_laplacian(h, w).diagonal().double())
     assert _band_positions(h, w, "cpu").unique().numel() == _band_positions(h, w, "cpu").numel()
-
-
-def test_cpu_matvec_equals_bmm():
-    m = torch.randn(3, 9, 9, dtype=torch.float64)
-    v = torch.randn(3, 9, 1, dtype=torch.float64)
-    assert torch.allclose(_matvec(m, v), m @ v)
-    assert torch.allclose(_matvec(m, v, True), m.transpose(1, 2) @ v)
 
 
 @pytest.mark.parametrize(
