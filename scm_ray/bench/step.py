@@ -83,8 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=200)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="bf16 = autocast for the backbone; the ADB stack stays float32")
+    parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the eager models")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure torch.compile'd models (eager is always measured)")
+                        help="measure torch.compile'd models")
     parser.add_argument("--backend", default="inductor",
                         help="torch.compile backend for the compiled mode (aot_eager: trace only)")
     parser.add_argument("--dense", action="store_true",
@@ -115,7 +117,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     batch = args.batch or (128 if device.type == "cuda" else 8)
     steps = args.steps or (10 if device.type == "cuda" else 1)
-    modes = ["eager", "compiled"] if args.compile else ["eager"]
+    modes = [m for m, on in (("eager", args.eager), ("compiled", args.compile)) if on]
+    if not modes:
+        print("scm-ray bench step: --no-eager and --no-compile leave nothing to measure", file=sys.stderr)
+        return 2
     where = describe_device(device)
     print(f"device: {where}; torch {torch.__version__}, timm {_timm_version()}, "
           f"python {platform.python_version()}")
