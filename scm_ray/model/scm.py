@@ -13,10 +13,10 @@ Two implementations of the same function of (S, F, lambda, beta):
   (PolynomialDiffusion): the last t = VECTOR_TAIL steps of a block are sum_{j < 2^t} R'_q^j
   applied to a vector (the reference's 4-step blocks square nothing), the first p - t steps
   square R'_0 densely, one matrix product per iteration instead of the dense algorithm's two.
-  The backward is hand-written (the adjoint of exactly those steps), saves nothing but M, the
-  R'_k and a few vectors, and keeps the adjoint of R' factored while it is low-rank. M is built
-  from neighbour similarities only (M has at most 5 non-zeros per row), not from a dense
-  N x N cosine-similarity product. Because the identity holds for independent M and X_0, the
+  The backward is hand-written (the adjoint of exactly those steps), saves nothing but M's
+  band, the R'_k and a few vectors, and keeps the adjoint of R' factored while it is low-rank.
+  M (at most 5 non-zeros per row) is built and used as its band: neighbour similarities only,
+  not a dense N x N cosine-similarity product, and 5-point stencils for products with M. Because the identity holds for independent M and X_0, the
   gradients (X_0 detached) are those of the dense algorithm, not just the values; the tests
   check both in float64.
 
@@ -24,8 +24,8 @@ Numerical safety (see README, "Numerical safety"): Newton-Schulz from X_0 = alph
 only while alpha * sigma_max(M)^2 < 2. Each image's alpha is capped at 1 / r^2, r the Gershgorin
 bound max_i sum_j |M_ij| >= sigma_max, which never fires at the reference settings (r <= 8 at
 lambda = 1). beta is clamped to >= BETA_MIN and min-max of a constant map is 0, not NaN. Every
-intervention is counted in the non-persistent buffers `guard_alpha` / `guard_beta` /
-`guard_nonfinite`, which the training loop reads, reports and resets.
+intervention is counted in the non-persistent buffer `guards` (alpha capped, beta clamped,
+non-finite), which the training loop reads, reports and resets (pop_guard_counts).
 """
 
 from __future__ import annotations
