@@ -42,13 +42,19 @@ BETA_MIN = 1e-4
 EPS = 1e-12
 
 
-def _cached(builder, height: int, width: int) -> torch.Tensor:
-    """A grid constant from its lru_cache in eager mode (built once per grid size); under
-    torch.compile the builder itself is traced, so the graph holds the constant and Dynamo never
-    sees the cache wrapper."""
+def _cached(builder, height: int, width: int, device=None, dtype=None) -> torch.Tensor:
+    """A grid constant, built once per (grid size, device, dtype) in eager mode, so a GPU step
+    makes no host-to-device copy for it; under torch.compile the builder itself is traced, so the
+    graph holds the constant and Dynamo never sees a cache wrapper."""
     if torch.compiler.is_compiling():
-        return builder.__wrapped__(height, width)
-    return builder(height, width)
+        return builder.__wrapped__(height, width).to(device=device, dtype=dtype)
+    device = torch.device(device) if device is not None else None
+    return _on_device(builder, height, width, device, dtype)
+
+
+@lru_cache(maxsize=64)
+def _on_device(builder, height: int, width: int, device, dtype) -> torch.Tensor:
+    return builder(height, width).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=16)
@@ -66,7 +72,7 @@ def _grid_laplacian_cpu(height: int, width: int) -> torch.Tensor:
 
 def grid_laplacian(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Lap = D - A of the 4-connected height x width grid (no self loops), row-major nodes."""
-    return _cached(_grid_laplacian_cpu, height, width).to(device=device, dtype=dtype)
+    return _cached(_grid_laplacian_cpu, height, width, device, dtype)
 
 
 @lru_cache(maxsize=16)
@@ -79,7 +85,7 @@ def _grid_degree_cpu(height: int, width: int) -> torch.Tensor:
 
 def grid_degree(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Node degrees of the 4-connected grid (the Laplacian's diagonal), (N,)."""
-    return _cached(_grid_degree_cpu, height, width).to(device=device, dtype=dtype)
+    return _cached(_grid_degree_cpu, height, width, device, dtype)
 
 
 @lru_cache(maxsize=16)
@@ -98,7 +104,7 @@ def _band_positions_cpu(height: int, width: int) -> torch.Tensor:
 def _band_positions(height: int, width: int, device) -> torch.Tensor:
     """Flat positions in an N x N matrix of M's non-zeros, in the order
     [diagonal, right edges (i, i+1), their mirrors, down edges (i, i+W), their mirrors]."""
-    return _cached(_band_positions_cpu, height, width).to(device)
+    return _cached(_band_positions_cpu, height, width, device)
 
 
 def band_to_dense(band: torch.Tensor) -> torch.Tensor:
