@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser, eval_default: int | None) -> None:
                    help="side evaluation splits are stored at (boxes scaled to match)"
                    + (f"; default {eval_default}" if eval_default else "; default: the image's longest side"))
     p.add_argument("--max-side", type=int, default=512, help="training splits: longest side cap, aspect kept")
+    p.add_argument("--short-side", type=int, default=None,
+                   help="training splits: also cap the shortest side (e.g. the training resize size: faster loading)")
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--write-mode", choices=("jpg", "raw"), default="jpg", help="how images are stored in .beton")
     p.add_argument("--max-boxes", type=int, default=None, help="box slots per image (default: the most on any image)")
@@ -82,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _options(args: argparse.Namespace, eval_size: int) -> WriteOptions:
     return WriteOptions(
         train_splits=tuple(s for s in args.train_splits.split(",") if s), max_side=args.max_side,
+        short_side=args.short_side,
         eval_size=eval_size, jpeg_quality=args.jpeg_quality, write_mode=args.write_mode,
         max_boxes=args.max_boxes, num_workers=args.num_workers,
     )
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 args.out, num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
                 image_size=args.image_size, num_classes=args.num_classes, seed=args.seed,
                 max_objects=args.max_objects, eval_size=args.eval_size, max_side=args.max_side,
+                short_side=args.short_side,
                 jpeg_quality=args.jpeg_quality, num_workers=args.num_workers, progress=progress, force=args.force,
             )
         else:

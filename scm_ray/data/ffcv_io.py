@@ -2,7 +2,8 @@
 
 Fields of every .beton (FIELDS, in this order):
   image      RGBImageField (JPEG by default). Training splits keep their aspect ratio, the longest
-             side capped at `max_side`; evaluation splits are stored already resized to
+             side capped at `max_side` (and, optionally, the shortest at `short_side`: storing
+             at the training resize size makes decoding cheaper); evaluation splits are stored already resized to
              eval_size x eval_size, so the evaluation boxes below are exact, not re-derived.
   label      IntField, 0-based class.
   boxes      NDArrayField float32 (max_boxes, 4): [x0, y0, x1, y1] in stored-image pixels,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ class WriteOptions:
 
     train_splits: tuple[str, ...] = ("train",)
     max_side: int = 512
+    short_side: int | None = None  # also cap the shortest side (e.g. at the training resize size)
     eval_size: int = 224
     jpeg_quality: int = 90
     write_mode: Literal["jpg", "raw"] = "jpg"
@@ -62,6 +65,8 @@ class WriteOptions:
             raise ValueError(f"max_side and eval_size must be >= 8, got {self.max_side}, {self.eval_size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.short_side is not None and self.short_side < 8:
+            raise ValueError(f"short_side must be >= 8, got {self.short_side}")
         if self.max_boxes is not None and self.max_boxes < 1:
             raise ValueError(f"max_boxes must be >= 1, got {self.max_boxes}")
 
@@ -69,11 +74,13 @@ class WriteOptions:
         return "train" if split in self.train_splits else "eval"
 
 
-def stored_size(kind: SplitKind, width: int, height: int, max_side: int, eval_size: int) -> tuple[int, int]:
-    """(width, height) an image is stored at."""
+def stored_size(kind: SplitKind, width: int, height: int, max_side: int, eval_size: int,
+                short_side: int | None = None) -> tuple[int, int]:
+    """(width, height) an image is stored at: never enlarged; longest side <= max_side and, if
+    given, shortest side <= short_side."""
     if kind == "eval":
         return eval_size, eval_size
-    scale = min(1.0, max_side / max(width, height))
+    scale = min(1.0, max_side / max(width, height), (short_side or math.inf) / min(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -96,10 +103,10 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class SplitSource:
     """Indexable sample source for ffcv's DatasetWriter (used in forked writer processes)."""
 
-    def __init__(self, root: Path, rows: list[Record], kind: SplitKind, max_side: int, eval_size: int,
-                 max_boxes: int, error_file: Path):
+    def __init__(self, root: Path, rows: list[Record], kind: SplitKind, max_side: int, short_side: int | None,
+                 eval_size: int, max_boxes: int, error_file: Path):
         self.root, self.rows, self.kind = root, rows, kind
-        self.max_side, self.eval_size, self.max_boxes = max_side, eval_size, max_boxes
+        self.max_side, self.short_side, self.eval_size, self.max_boxes = max_side, short_side, eval_size, max_boxes
         self.error_file = error_file
 
     def __len__(self) -> int:
@@ -109,7 +116,7 @@ class SplitSource:
         image = read_rgb(self.root / r.path)  # (H, W, 3)
         if image.shape[:2] != (r.height, r.width):
             raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]}, record says {r.width}x{r.height}")
-        size = stored_size(self.kind, r.width, r.height, self.max_side, self.eval_size)
+        size = stored_size(self.kind, r.width, r.height, self.max_side, self.eval_size, self.short_side)
         return resize_image(image, size), scale_boxes(r.boxes, (r.width, r.height), size)
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:
@@ -148,6 +155,7 @@ def write_split(
     *,
     max_side: int = 512,
     eval_size: int = 224,
+    short_side: int | None = None,
     max_boxes: int | None = None,
     jpeg_quality: int = 90,
     write_mode: Literal["jpg", "raw"] = "jpg",
@@ -182,7 +190,7 @@ def write_split(
     # Small page size for small splits: every writer process fills its own pages, so a tiny
     # split with the default 8 MiB pages costs 8 MiB per process on disk.
     page_size = 1 << 21 if len(rows) < 5000 else 1 << 23
-    source = SplitSource(table.root, rows, kind, max_side, eval_size, max_boxes, errors)
+    source = SplitSource(table.root, rows, kind, max_side, short_side, eval_size, max_boxes, errors)
     started = time.perf_counter()
     # One process per ~500 images: more only adds half-empty pages (and fork time) on small splits.
     workers = max(1, min(num_workers, len(rows) // 500))
@@ -196,7 +204,7 @@ def write_split(
                           f"(listed in {errors}): {failed[0]}")
     errors.unlink(missing_ok=True)
     tmp.replace(out_path)
-    sizes = np.array([stored_size(kind, r.width, r.height, max_side, eval_size) for r in rows])  # (n, 2)
+    sizes = np.array([stored_size(kind, r.width, r.height, max_side, eval_size, short_side) for r in rows])  # (n, 2)
     entry: dict[str, Any] = {
         "file": out_path.name,
         "kind": kind,
@@ -212,7 +220,7 @@ def write_split(
         "bytes": out_path.stat().st_size,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    entry.update({"image_size": eval_size} if kind == "eval" else {"max_side": max_side})
+    entry.update({"image_size": eval_size} if kind == "eval" else {"max_side": max_side, "short_side": short_side})
     return entry
 
 
@@ -236,7 +244,7 @@ def write_dataset(
             print(f"writing {split}.beton ({table.count(split)} images, {options.kind(split)})", flush=True)
         entries[split] = write_split(
             table, split, out_dir / f"{split}.beton", options.kind(split),
-            max_side=options.max_side, eval_size=options.eval_size, max_boxes=max_boxes,
+            max_side=options.max_side, eval_size=options.eval_size, short_side=options.short_side, max_boxes=max_boxes,
             jpeg_quality=options.jpeg_quality, write_mode=options.write_mode, num_workers=options.num_workers,
             progress=progress,
         )

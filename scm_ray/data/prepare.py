@@ -181,6 +181,7 @@ def prepare_synthetic(
     max_objects: int = 1,
     eval_size: int | None = None,
     max_side: int = 512,
+    short_side: int | None = None,
     jpeg_quality: int = 90,
     write_mode: str = "jpg",
     num_workers: int = 2,
@@ -200,7 +201,7 @@ def prepare_synthetic(
         num_classes=num_classes, seed=seed, max_objects=max_objects,
     )
     options = WriteOptions(
-        train_splits=("train",), max_side=max_side, eval_size=eval_size or max(spec.size),
+        train_splits=("train",), max_side=max_side, short_side=short_side, eval_size=eval_size or max(spec.size),
         jpeg_quality=jpeg_quality, write_mode=write_mode, num_workers=num_workers,
     )
     # num_workers does not change the output, so it is not part of the fingerprint.

@@ -59,10 +59,13 @@ def test_prepare_missing_annotation_file_exits_1(tmp_path, capsys):
 def test_prepare_imagenet_and_wsol_metadata(tmp_path, capsys):
     root = make_imagenet(tmp_path / "ilsvrc", xml=False)
     assert main(["prepare", "imagenet", "--root", str(root), "--out", str(tmp_path / "in"), "--eval-size", "24",
-                 "--max-side", "32", "--no-progress", "--num-workers", "1"]) == 0
+                 "--max-side", "32", "--short-side", "15", "--no-progress", "--num-workers", "1"]) == 0
     info = json.loads((tmp_path / "in/dataset.json").read_text())
     assert info["max_boxes"] == 2 and info["splits"]["test"]["image_size"] == 24
-    assert info["splits"]["train"]["stored_max_size"] == [32, 30]  # 40x24 -> 32x19; 20x30 kept and info["splits"]["test"]["num_boxes"] == 3
+    assert info["splits"]["test"]["num_boxes"] == 3
+    # 30x20 -> 22x15, 20x30 -> 15x22, 25x25 -> 15x15, 40x24 -> 25x15: the short side cap binds
+    train = info["splits"]["train"]
+    assert train["stored_max_size"] == [25, 22] and train["stored_min_size"] == [15, 15]
 
     images, meta = make_wsol(tmp_path / "wsol")
     names = tmp_path / "names.txt"

@@ -74,6 +74,9 @@ def test_size_and_box_helpers():
     assert stored_size("train", 1000, 500, 512, 224) == (512, 256)
     assert stored_size("train", 300, 200, 512, 224) == (300, 200)
     assert stored_size("eval", 1000, 500, 512, 224) == (224, 224)
+    assert stored_size("train", 1000, 500, 2000, 224, short_side=250) == (500, 250)
+    assert stored_size("train", 1000, 500, 400, 224, short_side=250) == (400, 200)  # both caps hold
+    assert stored_size("train", 100, 50, 400, 224, short_side=250) == (100, 50)  # never enlarged
     np.testing.assert_allclose(scale_boxes(np.array([[10, 20, 30, 40]]), (100, 200), (50, 50)), [[5, 5, 15, 10]])
 
 
