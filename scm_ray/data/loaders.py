@@ -18,12 +18,18 @@ FFCV 1.0.2 pitfalls, each handled where it bites below:
     every rank to the same length with repeated samples (fine for training, wrong for
     evaluation, which therefore uses disjoint `indices=` slices instead).
   * The first epoch of every Loader pays numba compilation (~6 s on this 2-core machine, 15-20 s
-    in a Ray worker, DESIGN section 5); build loaders once and reuse them across epochs.
+    in a Ray worker, DESIGN section 5); build loaders once and reuse them across epochs. Merely
+    importing ffcv costs ~5 s more (it compiles a numba typed dict), hence the lazy imports here.
+  * Dropping a Loader can print "Exception ignored ... KeyError" from numba's finalizers:
+    harmless noise.
+  * An epoch runs in a background thread; if it dies (any exception in the pipeline), FFCV's
+    iterator waits for its next batch forever. `_watched` polls instead and raises.
 """
 
 from __future__ import annotations
 
 import math
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -68,18 +74,52 @@ def augmentation_seed(seed: int, first_sample: int, sample: int) -> np.uint32:
     return np.uint32(z & u(0xFFFFFFFF))
 
 
+def _seeded_decode(read: Any, resize_size: float, crop_size: float, seed: int):
+    """The decoder's per-batch function (compiled by FFCV): for every image, JPEG decode, the
+    short-side-resize/random-crop window resampled to crop_size, and a random horizontal flip,
+    numba's generator reseeded first with `augmentation_seed` in whichever thread runs it."""
+    from ffcv.fields.rgb_image import IMAGE_MODES
+    from ffcv.libffcv import imdecode, resize_crop
+    from ffcv.pipeline.compiler import Compiler
+
+    jpeg_mode = IMAGE_MODES["jpg"]
+    each = Compiler.get_iterator()
+    decode_jpeg, crop_and_resize = Compiler.compile(imdecode), Compiler.compile(resize_crop)
+    window, reseed = Compiler.compile(short_side_random_crop), Compiler.compile(augmentation_seed)
+
+    def decode(batch_indices, my_storage, metadata, storage_state):
+        out, scratch = my_storage
+        first = batch_indices[0]
+        for k in each(len(batch_indices)):
+            sample = batch_indices[k]
+            entry = metadata[sample]
+            h, w = np.uint32(entry["height"]), np.uint32(entry["width"])
+            encoded = read(entry["data_ptr"], storage_state)
+            if entry["mode"] == jpeg_mode:
+                decode_jpeg(encoded, scratch[k], h, w, h, w)
+                pixels = scratch[k].reshape(-1)[: 3 * h * w].reshape(h, w, 3)
+            else:
+                pixels = encoded.reshape(h, w, 3)
+            np.random.seed(reseed(seed, first, sample))
+            y, x, ch, cw = window(h, w, resize_size, crop_size)
+            crop_and_resize(pixels, y, y + ch, x, x + cw, out[k])
+            if np.random.random() < 0.5:
+                out[k] = out[k][:, ::-1].copy()
+        return out[: len(batch_indices)]
+
+    decode.is_parallel = True
+    return decode
+
+
 def _decoder(crop_size: int, resize_size: int, seed: int = 0):
     """FFCV decoder: JPEG decode + short-side-resize/random-crop window + resample to crop_size
     + random horizontal flip. Built lazily so importing this module does not import ffcv.
 
-    Why it decodes itself instead of using FFCV's loop plus RandomHorizontalFlip: FFCV draws
-    crops and flips from numba's per-thread generators, which the OS seeds, so two runs with
-    the same seed trained differently (a Tune trial's best config did not reproduce). Here
-    every image reseeds numba's generator of whichever thread decodes it with
-    `augmentation_seed`, so a run is repeatable for any num_workers."""
-    from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
-    from ffcv.libffcv import imdecode, resize_crop
-    from ffcv.pipeline.compiler import Compiler
+    Why it brings its own per-batch function instead of FFCV's loop plus RandomHorizontalFlip:
+    FFCV draws crops and flips from numba's per-thread generators, which the OS seeds, so two
+    runs with the same seed trained differently (a Tune trial's best config did not reproduce).
+    `_seeded_decode` reseeds per image, so a run is repeatable for any num_workers."""
+    from ffcv.fields.rgb_image import ResizedCropRGBImageDecoder
 
     class ResizeRandomCropDecoder(ResizedCropRGBImageDecoder):
         def __init__(self) -> None:
@@ -93,35 +133,7 @@ def _decoder(crop_size: int, resize_size: int, seed: int = 0):
             return short_side_random_crop
 
         def generate_code(self):
-            jpeg_mode = IMAGE_MODES["jpg"]
-            read = self.memory_read
-            each = Compiler.get_iterator()
-            decode_jpeg, crop_and_resize = Compiler.compile(imdecode), Compiler.compile(resize_crop)
-            window, reseed = Compiler.compile(short_side_random_crop), Compiler.compile(augmentation_seed)
-            big, small, loader_seed = self.scale, self.ratio, seed
-
-            def decode(batch_indices, my_storage, metadata, storage_state):
-                out, scratch = my_storage
-                first = batch_indices[0]
-                for k in each(len(batch_indices)):
-                    sample = batch_indices[k]
-                    entry = metadata[sample]
-                    h, w = np.uint32(entry["height"]), np.uint32(entry["width"])
-                    encoded = read(entry["data_ptr"], storage_state)
-                    if entry["mode"] == jpeg_mode:
-                        decode_jpeg(encoded, scratch[k], h, w, h, w, 0, 0, 1, 1, False, False)
-                        pixels = scratch[k].reshape(-1)[: 3 * h * w].reshape(h, w, 3)
-                    else:
-                        pixels = encoded.reshape(h, w, 3)
-                    np.random.seed(reseed(loader_seed, first, sample))
-                    y, x, ch, cw = window(h, w, big, small)
-                    crop_and_resize(pixels, y, y + ch, x, x + cw, out[k])
-                    if np.random.random() < 0.5:
-                        out[k] = out[k][:, ::-1].copy()
-                return out[: len(batch_indices)]
-
-            decode.is_parallel = True
-            return decode
+            return _seeded_decode(self.memory_read, self.scale, self.ratio, seed)
 
     return ResizeRandomCropDecoder()
 
@@ -179,6 +191,36 @@ class _DeviceNormalize:
         return (images.float() - self.mean) / self.std  # (B, 3, H, W)
 
 
+# Seconds between checks that FFCV's pipeline thread is still alive while waiting for a batch.
+_POLL_S = 1.0
+
+
+def _watched(loader: Any) -> Iterator[tuple]:
+    """One epoch of an FFCV Loader, as FFCV's own iterator would give it, except that a dead
+    pipeline thread raises instead of hanging the caller (and a consumer that stops early stops
+    the thread)."""
+    from ffcv.loader.epoch_iterator import IS_CUDA
+
+    epoch = iter(loader)  # an EpochIterator: a thread filling output_queue with (slot, batch)
+    try:
+        while True:
+            try:
+                item = epoch.output_queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                if epoch.is_alive():
+                    continue
+                raise RuntimeError("FFCV's pipeline thread stopped before the end of the epoch "
+                                   "(its exception is printed above)") from None
+            if item is None:
+                return
+            slot, batch = item
+            if IS_CUDA:  # the batch was produced on a side stream
+                epoch.current_stream.wait_stream(epoch.cuda_streams[slot])
+            yield batch
+    finally:
+        epoch.close()
+
+
 def _num_samples(beton_path: Path) -> int:
     from ffcv.reader import Reader
 
@@ -219,7 +261,7 @@ class TrainLoader:
         self.loader.next_epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+        for images, labels in _watched(self.loader):
             if self._normalize is not None:
                 images = self._normalize(images)
             yield images, labels
@@ -325,7 +367,7 @@ class EvalLoader:
     def __iter__(self) -> Iterator[EvalBatch]:
         if self.loader is None:  # an empty shard (more ranks than samples)
             return
-        for images, labels, boxes, count, index in self.loader:
+        for images, labels, boxes, count, index in _watched(self.loader):
             if self._normalize is not None:
                 images = self._normalize(images)
             elif self.clone_images:

@@ -107,6 +107,19 @@ def test_distributed_pads_ranks_with_repeats(synthetic_dir, monkeypatch):
     assert len(flat) - len(set(flat)) == 2
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dying_pipeline_thread_raises_instead_of_hanging(train_loader_48, monkeypatch):
+    from ffcv.loader.epoch_iterator import EpochIterator
+
+    def broken(self):
+        raise OSError("simulated failure inside the pipeline thread")
+
+    monkeypatch.setattr(EpochIterator, "run", broken)
+    with pytest.raises(RuntimeError, match="pipeline thread stopped"):
+        next(iter(train_loader_48))
+
+
 def test_worker_count_must_be_explicit(synthetic_dir):
     with pytest.raises(ValueError, match="num_workers"):
         L.train_loader(synthetic_dir / "train.beton", 8, -1, 56, 48, 0)
