@@ -16,7 +16,7 @@ def test_benchmark_tiny(tmp_path, capsys):
         timing = result[name]
         assert timing["images_per_s"] > 0 and timing["images_per_epoch"] == 48 and timing["epochs"] == 2
     assert result["ratio"] == pytest.approx(result["ffcv"]["images_per_s"] / result["torchvision"]["images_per_s"])
-    assert result["beton_max_side"] == 40 and result["beton_write_mode"] == "jpg"
+    assert result["beton_short_side"] == 40 and result["beton_write_mode"] == "jpg"
     text = capsys.readouterr().out
     assert "ratio ffcv / torchvision" in text and text.strip().endswith(format_result(result).splitlines()[-1])
     with pytest.raises(ValueError, match="epochs"):
