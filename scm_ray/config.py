@@ -307,8 +307,84 @@ class TrainJobConfig:
         )
 
 
+@dataclass
+class SchedulerConfig:
+    """Early stopping of trials: ASHA ranks trials at rungs of epochs on the search metric."""
+
+    kind: Literal["none", "asha"] = "asha"
+    # Epochs every trial runs before it can be stopped (the first rung).
+    grace_period: int = 1
+    # At each rung only the best 1/reduction_factor of the trials seen there go on.
+    reduction_factor: float = 4.0
+    # Epochs of the longest trial; 0 = train.epochs.
+    max_t: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.grace_period >= 1, "grace_period", f"must be >= 1 epoch, got {self.grace_period}")
+        check(self.reduction_factor > 1, "reduction_factor", f"must be > 1, got {self.reduction_factor}")
+        check(self.max_t >= 0, "max_t", f"must be >= 0 (0 = train.epochs), got {self.max_t}")
+
+
+@dataclass
+class SearchConfig:
+    """What Ray Tune searches and how (scm_ray/tune/space.py documents the space format)."""
+
+    # Dotted training-config field -> {loguniform|uniform|randint|choice|grid_search: [...]}.
+    space: dict[str, Any] = field(default_factory=dict)
+    # The objective: any per-epoch metric the training loop reports.
+    metric: str = "val/gt_known"
+    mode: Literal["max", "min"] = "max"
+    # "random" (grid_search entries still enumerate), "grid" (lists only), "optuna" (TPE).
+    searcher: Literal["random", "grid", "optuna"] = "random"
+    seed: int = 0
+    num_samples: int = 8
+    # Trials running at once; 0 = as many as the cluster fits (capped to that in any case).
+    max_concurrent_trials: int = 0
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # Experiment folder = <storage_path>/<name>; "" = ray.storage_path, "<config>-<time>".
+    storage_path: str = ""
+    name: str = ""
+    # Continue the experiment <storage_path>/<name> where it stopped.
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check(bool(self.metric), "metric", "must name a reported metric, e.g. val/gt_known")
+        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        check(self.max_concurrent_trials >= 0, "max_concurrent_trials", "must be >= 0 (0 = what fits)")
+        check("/" not in self.name, "name", f"must not contain '/', got {self.name!r}")
+        check(not self.resume or bool(self.name), "resume", "needs search.name: the experiment to continue")
+
+
+@dataclass
+class TuneJobConfig(TrainJobConfig):
+    """The YAML of `scm-ray tune --config`: a training config (every trial's starting point,
+    same sections as TrainJobConfig) plus `search`."""
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from scm_ray.tune.space import check_space, flatten_space
+
+        self.search.space = flatten_space(self.search.space)
+        check_space(self.search.space, self.base_dict(), self.search.searcher)
+        sched, epochs = self.search.scheduler, self.train.epochs
+        if sched.kind == "asha" and "train.epochs" not in self.search.space:
+            max_t = sched.max_t or epochs
+            check(max_t <= epochs, "search.scheduler.max_t", f"must be <= train.epochs={epochs}, got {max_t}")
+            check(sched.grace_period < max_t, "search.scheduler.grace_period",
+                  f"must be < max_t={max_t} epochs, else ASHA never stops a trial (or use kind: none)")
+
+    def base_dict(self) -> dict:
+        """The training sections as a plain dict: every trial's config before its samples."""
+        return {k: v for k, v in to_dict(self).items() if k != "search"}
+
+    def train_config(self) -> TrainJobConfig:
+        return from_dict(TrainJobConfig, self.base_dict())
+
+
 # Shipped job YAMLs are named <kind>_<anything>.yaml; each kind loads with its job config class.
-JOB_CONFIGS: dict[str, type] = {"train": TrainJobConfig}
+JOB_CONFIGS: dict[str, type] = {"train": TrainJobConfig, "tune": TuneJobConfig}
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""The search section of a tune YAML: checked at load time, before Ray is imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scm_ray.config import ConfigError, TuneJobConfig, load_config
+from scm_ray.tune.space import trial_config
+
+SHIPPED = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "tune_synthetic.yaml"
+
+
+def _load(*overrides: str) -> TuneJobConfig:
+    return load_config(TuneJobConfig, SHIPPED, list(overrides))
+
+
+def test_shipped_config_searches_the_issue_fields():
+    cfg = _load()
+    assert {"optim.lr", "scm.num_blocks", "scm.alpha", "scm.iterations_first",
+            "scm.iterations_rest"} <= set(cfg.search.space)
+    assert 0 in cfg.search.space["scm.num_blocks"]["choice"]  # the TS-CAM baseline
+    assert cfg.search.metric == "val/gt_known" and cfg.search.mode == "max"
+    assert cfg.train_config().scm.num_blocks == cfg.scm.num_blocks
+
+
+@pytest.mark.parametrize(
+    "override,key,fragment",
+    [
+        ("search.space.scm.nope={choice: [1]}", "search.space.scm.nope", "not a training config field"),
+        ("search.space.nope.x={uniform: [0, 1]}", "search.space.nope.x", "not a training config field"),
+        ("search.space.optim.lr.x={choice: [1]}", "search.space.optim.lr.x", "lr is not a section"),
+        ("search.space.optim.lr={choice: [abc]}", "search.space.optim.lr", "expected a number"),
+        ("search.space.scm.alpha={loguniform: [0, 1]}", "search.space.scm.alpha", "low > 0"),
+        ("search.space.scm.alpha={normal: [0, 1]}", "search.space.scm.alpha", "unknown distribution"),
+        ("search.space.scm.num_blocks={randint: [-1, 4]}", "search.space.scm.num_blocks", "must be >= 0"),
+        ("search.space.scm.iterations_first={uniform: [1, 4]}", "search.space.scm.iterations_first", "integers"),
+        ("search.space.ray.num_workers={choice: [1, 2]}", "search.space.ray.num_workers", "fixed"),
+        ("search.searcher=grid", "search.space.optim.lr", "enumerates lists only"),
+        ("search.scheduler.grace_period=3", "search.scheduler.grace_period", "never stops"),
+        ("search.resume=true", "search.resume", "needs search.name"),
+    ],
+)
+def test_bad_search_entries_name_the_field(override, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        _load(override)
+    assert info.value.key == key
+    assert fragment in str(info.value)
+
+
+def test_optuna_refuses_what_it_cannot_sample():
+    with pytest.raises(ConfigError, match="grid_search needs searcher random or grid"):
+        _load("search.searcher=optuna", "search.space.data.batch_size={grid_search: [16, 32]}")
+    with pytest.raises(ConfigError, match="scalar choices"):
+        _load("search.searcher=optuna", "search.space.optim.betas={choice: [[0.9, 0.99]]}")
+    assert _load("search.searcher=optuna").search.searcher == "optuna"
+
+
+def test_iteration_counts_follow_the_block_count():
+    base = _load().base_dict()  # scm: 4 blocks, iterations [16, 4, 4, 4]
+    assert trial_config(base, {"scm.num_blocks": 2}).scm.iterations == [16, 4]
+    assert trial_config(base, {"scm.num_blocks": 0}).scm.num_blocks == 0
+    cfg = trial_config(base, {"scm.num_blocks": 3, "scm.iterations_first": 8, "scm.iterations_rest": 2})
+    assert cfg.scm.block_iterations() == [8, 2, 2]
+    assert trial_config(base, {"scm.iterations_rest": 6}).scm.iterations == [16, 6, 6, 6]
+    assert trial_config(base, {"optim.lr": 1e-4}).scm.iterations == [16, 4, 4, 4]  # untouched
+
+
+def test_dotted_and_nested_space_entries_are_the_same():
+    cfg = _load("search.space.optim.weight_decay={uniform: [0.0, 0.1]}")
+    assert cfg.search.space["optim.weight_decay"] == {"uniform": [0.0, 0.1]}
+    with pytest.raises(ConfigError, match="search either scm.iterations"):
+        _load("search.space.scm.iterations={choice: [[4, 4, 4, 4]]}")
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    cfg = _load("search.space={optim.lr: {loguniform: [1e-5, 1e-3]}, optim.eps: {choice: [1e-8, 1e-6]}}")
+    assert cfg.search.space == {"optim.lr": {"loguniform": [1e-5, 1e-3]},
+                                "optim.eps": {"choice": [1e-8, 1e-6]}}
