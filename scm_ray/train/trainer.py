@@ -50,9 +50,10 @@ def check_dataset(cfg: TrainJobConfig) -> None:
 
 
 def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
-                  extra_callbacks: list | None = None):
+                  extra_callbacks: list | None = None, train_fn=None):
     """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
-    callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it."""
+    callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it;
+    `train_fn` wraps the per-worker loop (default: train_worker itself)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -63,7 +64,7 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
     if cfg.ray.use_gpu:
         resources["GPU"] = cfg.ray.gpus_per_worker
     return TorchTrainer(
-        train_worker,
+        train_fn or train_worker,
         train_loop_config={"job": to_dict(cfg), "run_dir": run_dir},
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
