@@ -158,7 +158,9 @@ def _image_ops(decoder: Any, device: torch.device, channels_last: bool, flip: bo
     if _is_cuda(device):
         # GPU: ship uint8 (4x less than float32) and normalise on the GPU, in the wrapper on the
         # consumer's stream (FFCV's own GPU NormalizeImage needs cupy, not installed here).
-        return ops + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last)]
+        # ToTorchImage(channels_last=False) would allocate its copy on the CPU: the wrapper
+        # makes the layout contiguous instead.
+        return ops + [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(True)]
     # CPU: normalise in the jitted (numba) part, i.e. BEFORE ToTensor -- see the module docstring.
     return ops + [NormalizeImage(MEAN_255, STD_255, np.float32), ToTensor(), ToTorchImage(channels_last)]
 
@@ -183,12 +185,14 @@ class _DeviceNormalize:
     """uint8 (B, 3, H, W) on the GPU -> normalised float32, a fresh tensor on the current
     stream (so it is not one of FFCV's reused buffers)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, channels_last: bool = True):
         self.mean = torch.tensor(MEAN_255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD_255, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) / self.std  # (B, 3, H, W)
+        out = (images.float() - self.mean) / self.std  # (B, 3, H, W), channels_last like the input
+        return out.contiguous(memory_format=self.format)
 
 
 # Seconds between checks that FFCV's pipeline thread is still alive while waiting for a batch.
@@ -242,11 +246,11 @@ class TrainLoader:
     on a GPU device are fresh tensors. Images are channels_last unless built otherwise.
     """
 
-    def __init__(self, loader: Any, device: torch.device, num_samples: int):
+    def __init__(self, loader: Any, device: torch.device, num_samples: int, channels_last: bool = True):
         self.loader = loader
         self.device = device
         self.num_samples = num_samples  # samples this rank reads per epoch
-        self._normalize = _DeviceNormalize(device) if _is_cuda(device) else None
+        self._normalize = _DeviceNormalize(device, channels_last) if _is_cuda(device) else None
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -329,7 +333,7 @@ def train_loader(
         distributed=use_ffcv_distributed, seed=seed, indices=indices, pipelines=pipelines,
         drop_last=drop_last, batches_ahead=batches_ahead, os_cache=True,
     )
-    return TrainLoader(loader, device, per_rank)
+    return TrainLoader(loader, device, per_rank, channels_last)
 
 
 class EvalBatch(NamedTuple):
@@ -350,12 +354,13 @@ class EvalLoader:
     split: over all ranks every sample exactly once, no padding. Ranks can get different numbers
     of batches, so no collective may sit inside the batch loop."""
 
-    def __init__(self, loader: Any | None, device: torch.device, indices: np.ndarray, clone_images: bool):
+    def __init__(self, loader: Any | None, device: torch.device, indices: np.ndarray, clone_images: bool,
+                 channels_last: bool = True):
         self.loader = loader
         self.device = device
         self.indices = indices  # (n_rank,) sample indices this rank reads, in order
         self.clone_images = clone_images
-        self._normalize = _DeviceNormalize(device) if _is_cuda(device) else None
+        self._normalize = _DeviceNormalize(device, channels_last) if _is_cuda(device) else None
 
     @property
     def num_samples(self) -> int:
@@ -423,7 +428,7 @@ def eval_loader(
         )
     except TypeError as exc:  # SimpleRGBImageDecoder: images of different sizes
         raise ValueError(f"{path}: not an evaluation split (images must all have one size): {exc}") from None
-    return EvalLoader(loader, device, indices, clone_images)
+    return EvalLoader(loader, device, indices, clone_images, channels_last)
 
 
 @dataclass

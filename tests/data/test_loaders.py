@@ -196,3 +196,28 @@ def test_loaders_from_config(synthetic_dir):
     assert len(got.train) == 5 and got.val.num_samples == 12 and got.test.num_samples == 10 and len(got.val) == 3
     only_eval = L.loaders_from_config(cfg, splits=("val",))
     assert only_eval.train is None and only_eval.test is None
+
+
+def test_device_normalisation_matches_imagenet_statistics():
+    """The GPU path's normaliser (device-agnostic, so checked on CPU tensors here)."""
+    images = torch.randint(0, 256, (2, 5, 6, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last view
+    expected = (images.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = L._DeviceNormalize(torch.device("cpu"), channels_last=False)(images)
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous()
+    assert L._DeviceNormalize(torch.device("cpu"))(images).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_pipelines(synthetic_dir):
+    train = L.train_loader(synthetic_dir / "train.beton", 8, 2, 56, 48, 0, device="cuda:0")
+    for images, labels in train:
+        assert images.is_cuda and labels.is_cuda and images.dtype == torch.float32 and images.shape == (8, 3, 48, 48)
+        assert -2.2 < images.min().item() and images.max().item() < 2.7
+    seen = []
+    for batch in L.eval_loader(synthetic_dir / "val.beton", 5, 2, device="cuda:0", channels_last=False):
+        assert batch.images.is_cuda and batch.images.is_contiguous() and batch.boxes.is_cuda
+        seen += batch.index.tolist()
+    assert seen == list(range(12))
