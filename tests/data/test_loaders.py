@@ -75,6 +75,21 @@ def test_train_order_is_seeded_and_resumable(synthetic_dir):
     assert order(a) == order(b) and a.epoch == 3
 
 
+def test_same_seed_same_batches_augmentation_included(train_loader_48, synthetic_dir):
+    """Crops and flips are reseeded per image from (seed, batch, sample), so a run repeats
+    exactly whatever the thread count; another seed augments differently."""
+    twin = L.train_loader(synthetic_dir / "train.beton", batch_size=8, num_workers=1, resize_size=56,
+                          crop_size=48, seed=11)
+    train_loader_48.set_epoch(4)
+    twin.set_epoch(4)
+    first = [(x.clone(), y.clone()) for x, y in train_loader_48]
+    second = [(x.clone(), y.clone()) for x, y in twin]
+    for (xa, ya), (xb, yb) in zip(first, second):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    again = [x.clone() for x, _ in train_loader_48]  # epoch 5: new order and new augmentation
+    assert not torch.equal(again[0], first[0][0])
+
+
 def test_shards_without_a_process_group(synthetic_dir):
     """world_size > 1, distributed=False: fixed disjoint shards of equal length."""
     shards = [L.train_loader(synthetic_dir / "train.beton", 4, 1, 56, 48, 0, rank, 3) for rank in range(3)]
