@@ -1,0 +1,249 @@
+"""Hyperparameter search: Ray Tune trials, each a whole Ray Train run with its own worker group.
+
+The trainable is a plain function (DESIGN section 5): it builds the trial's TrainJobConfig from
+the base config and the sampled values, builds the same TorchTrainer `scm-ray train` would, and
+fits it with Tune's report callback so every epoch's metrics reach the scheduler. Why this shape:
+  * resources: the trainable reserves no CPU; the trial's TorchTrainer reserves its workers'
+    (all at once, as one placement group), and at most as many trials run as the cluster fits,
+    so trials never hold half a worker group each and wait for one another forever; the
+    groups of trials Tune stops are released by `reaper.WorkerGroupReaper`;
+  * fault tolerance and resume: the trial's training run lives at <experiment>/runs/<trial_id>
+    on the search's storage (every node reaches it). Ray Train restarts a failed worker group
+    from that run's latest checkpoint (ray.max_failures), and a trial Tune restarts (after a
+    lost trial actor, or when an interrupted search is resumed) fits the same run again, which
+    Ray Train resumes from its latest checkpoint instead of epoch 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig
+from scm_ray.data.staging import is_uri
+from scm_ray.tune.space import spec_kind, trial_config
+
+RUNS_FOLDER = "runs"
+
+
+@dataclass
+class SearchPlan:
+    """Where a search lives and what every trial starts from (crosses Ray as a dict)."""
+
+    experiment: str  # <storage>/<name>: Tune's experiment folder and this module's outputs
+    storage: str
+    name: str
+    base: dict  # the training sections of the tune config
+    max_concurrent: int
+
+    @property
+    def runs_root(self) -> str:
+        return f"{self.experiment}/{RUNS_FOLDER}"
+
+
+def experiment_location(cfg: TuneJobConfig, default_name: str) -> tuple[str, str, str]:
+    """(storage, name, experiment folder); a local storage path is made absolute (Ray needs it)."""
+    storage = cfg.search.storage_path or cfg.ray.storage_path
+    if not is_uri(storage):
+        storage = str(Path(storage).expanduser().resolve())
+    name = cfg.search.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return storage, name, f"{storage.rstrip('/')}/{name}"
+
+
+def trial_run_config(base: dict, sample: dict, runs_root: str, trial_id: str) -> TrainJobConfig:
+    """The training config of one trial: its run goes to <runs_root>/<trial_id>."""
+    cfg = trial_config(base, sample)
+    ray_cfg = dataclasses.replace(cfg.ray, storage_path=runs_root, name=trial_id)
+    return dataclasses.replace(cfg, ray=ray_cfg)
+
+
+def run_trial(config: dict, plan: dict) -> None:
+    """Tune's trainable: one trial = one Ray Train run, its reports forwarded to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from scm_ray.train.trainer import build_trainer
+    from scm_ray.tune.reaper import trial_worker
+
+    trial_id = tune.get_context().get_trial_id()
+    runs_root = plan["runs_root"]
+    cfg = trial_run_config(plan["base"], config, runs_root, trial_id)
+    run_dir = f"{runs_root}/{trial_id}"
+    trainer = build_trainer(cfg, runs_root, trial_id, run_dir, extra_callbacks=[TuneReportCallback()],
+                            train_fn=trial_worker)
+    trainer.fit()  # raises when the run fails for good: Tune records the trial as errored
+
+
+# ----------------------------------------------------------------------------------------------
+# Space, searcher, scheduler, concurrency
+# ----------------------------------------------------------------------------------------------
+
+
+def tune_domain(kind: str, args: list, grid: bool) -> Any:
+    """A checked space entry as a Ray Tune domain. randint's upper end is inclusive here
+    (the YAML reads [0, 4] as 0..4), so it becomes Tune's exclusive randint(low, high + 1)."""
+    from ray import tune
+
+    if kind == "grid_search" or (grid and kind == "choice"):
+        return tune.grid_search(list(args))
+    if kind == "choice":
+        return tune.choice(list(args))
+    if kind == "randint":
+        return tune.randint(args[0], args[1] + 1)
+    if kind == "loguniform":
+        return tune.loguniform(*args)
+    return tune.uniform(*args)
+
+
+def param_space(cfg: TuneJobConfig) -> dict:
+    grid = cfg.search.searcher == "grid"
+    return {name: tune_domain(*spec_kind(name, spec), grid=grid)
+            for name, spec in cfg.search.space.items()}
+
+
+def build_searcher(cfg: TuneJobConfig, max_concurrent: int):
+    """Tune search algorithm for search.searcher (seeded: a search can be repeated), holding
+    at most `max_concurrent` trials running at once."""
+    search = cfg.search
+    if search.searcher == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna = OptunaSearch(metric=search.metric, mode=search.mode, seed=search.seed)
+        return ConcurrencyLimiter(optuna, max_concurrent=max_concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=max_concurrent, random_state=search.seed)
+
+
+def build_scheduler(cfg: TuneJobConfig):
+    """ASHA on the trials' `epoch` (not Tune's iteration count, which restarts at 1 when a
+    resumed trial's run continues from epoch k), or FIFO (no early stopping)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sched = cfg.search.scheduler
+    if sched.kind == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=sched.max_t or cfg.train.epochs,
+                         grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
+
+
+def trials_that_fit(cfg: TrainJobConfig, resources: dict) -> int:
+    """How many trials' worker groups the cluster holds at once (by CPUs, and GPUs if used)."""
+    workers = cfg.ray.num_workers
+    fits = math.floor(resources.get("CPU", 0) / (workers * cfg.ray.cpus_per_worker) + 1e-9)
+    if cfg.ray.use_gpu:
+        fits = min(fits, math.floor(resources.get("GPU", 0) / (workers * cfg.ray.gpus_per_worker) + 1e-9))
+    return fits
+
+
+def concurrency(cfg: TuneJobConfig, resources: dict, embedded: bool) -> tuple[int, str]:
+    """(trials at once, a line telling the user what fits). A cluster that fits no trial is an
+    error on the embedded local Ray (it cannot grow); elsewhere the autoscaler may add nodes."""
+    per_trial = f"{cfg.ray.num_workers} worker(s) x {cfg.ray.cpus_per_worker:g} CPU"
+    if cfg.ray.use_gpu:
+        per_trial += f" + {cfg.ray.gpus_per_worker:g} GPU"
+    have = f"{resources.get('CPU', 0):g} CPUs" + (f", {resources.get('GPU', 0):g} GPUs" if cfg.ray.use_gpu else "")
+    fits = trials_that_fit(cfg, resources)
+    if fits == 0:
+        message = f"one trial needs {per_trial} but the cluster has {have}"
+        if embedded:
+            raise ConfigError("ray", message)
+        return 1, f"{message}: running 1 trial at a time, waiting for the autoscaler"
+    asked = cfg.search.max_concurrent_trials
+    chosen = min(asked, fits) if asked else fits
+    line = f"{fits} trial(s) fit at once ({have}; each trial {per_trial}); running up to {chosen} at once"
+    if asked > fits:
+        line += f" (search.max_concurrent_trials={asked} capped)"
+    return chosen, line
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver
+# ----------------------------------------------------------------------------------------------
+
+
+def _trainable(plan: SearchPlan):
+    from ray import tune
+
+    plan_dict = {"runs_root": plan.runs_root, "base": plan.base}
+    # No CPU for the trial actor (its TorchTrainer reserves the workers'). Tune refuses a trial
+    # that reserves nothing at all, hence one byte of memory.
+    return tune.with_resources(tune.with_parameters(run_trial, plan=plan_dict), {"cpu": 0, "memory": 1})
+
+
+def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
+    """A new Tuner for the search, or the interrupted one restored from its experiment folder."""
+    from ray import tune
+
+    from scm_ray.tune.reaper import WorkerGroupReaper
+
+    trainable = _trainable(plan)
+    if cfg.search.resume and tune.Tuner.can_restore(plan.experiment):
+        print(f"[scm-ray] resuming the search in {plan.experiment}", flush=True)
+        # Finished trials stay as they are; unfinished and errored ones run again, and their
+        # training runs resume from their latest checkpoints.
+        return tune.Tuner.restore(plan.experiment, trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    if cfg.search.resume:
+        print(f"[scm-ray] nothing to resume at {plan.experiment}; starting the search", flush=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(cfg),
+        tune_config=tune.TuneConfig(
+            metric=cfg.search.metric, mode=cfg.search.mode, num_samples=cfg.search.num_samples,
+            search_alg=build_searcher(cfg, plan.max_concurrent), scheduler=build_scheduler(cfg),
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.name, storage_path=plan.storage,
+            # A lost trial actor restarts the trial; its run resumes from its checkpoint.
+            failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+            callbacks=[WorkerGroupReaper(plan.runs_root)],
+        ),
+    )
+
+
+def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
+    """Everything that can fail before a trial starts: data, connection, what fits."""
+    from scm_ray import ray_session
+    from scm_ray.train.trainer import check_dataset
+
+    import ray
+
+    from ray import tune
+
+    check_dataset(cfg)
+    if not is_uri(cfg.data.root):  # trials run in Tune's trial folders (and on other nodes)
+        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+    storage, name, experiment = experiment_location(cfg, default_name)
+    if not cfg.search.resume and tune.Tuner.can_restore(experiment):
+        raise ConfigError("search.name", f"an experiment already exists at {experiment}; "
+                                         "set search.resume=true to continue it, or another search.name")
+    print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
+    embedded = ray_session.is_local_embedded(cfg.ray.address)
+    # One worker must fit a node; whether a whole trial fits the cluster is `concurrency`'s call.
+    problems = ray_session.check_resources(1, cfg.ray.cpus_per_worker, cfg.ray.gpus_per_worker,
+                                           cfg.ray.use_gpu)
+    if problems and embedded:
+        raise ConfigError("ray", "; ".join(problems))
+    max_concurrent, line = concurrency(cfg, ray.cluster_resources(), embedded)
+    print(f"[scm-ray] {line}", flush=True)
+    return SearchPlan(experiment=experiment, storage=storage, name=name, base=cfg.base_dict(),
+                      max_concurrent=max_concurrent)
+
+
+def run_search(cfg: TuneJobConfig, default_name: str = "tune"):
+    """Validate, connect, search, then write the experiment's outputs (scm_ray.tune.report).
+    Returns the report's SearchSummary."""
+    from scm_ray.tune.report import summarise
+
+    plan = prepare(cfg, default_name)
+    print(f"[scm-ray] experiment folder: {plan.experiment}", flush=True)
+    start = time.perf_counter()
+    results = build_tuner(cfg, plan).fit()
+    return summarise(cfg, plan.experiment, results, time.perf_counter() - start)
