@@ -1,0 +1,86 @@
+"""Trial table, ranking, best config, leaderboard, plot and the concurrency cap, from plain data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig, load_config
+from scm_ray.tune.report import rank, trial_row, write_outputs
+from scm_ray.tune.search import concurrency, trials_that_fit
+
+SHIPPED = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "tune_synthetic.yaml"
+
+
+def _cfg(*overrides: str) -> TuneJobConfig:
+    return load_config(TuneJobConfig, SHIPPED, list(overrides))
+
+
+def _epochs(*values: float) -> list[dict]:
+    return [{"epoch": i + 1, "val/gt_known": v, "train/loss": 1.0 / (i + 1)} for i, v in enumerate(values)]
+
+
+def _rows(cfg: TuneJobConfig) -> list[dict]:
+    base = {"optim.lr": 1e-3, "scm.num_blocks": 2, "scm.alpha": 0.002,
+            "scm.iterations_first": 4, "scm.iterations_rest": 2}
+    made = []
+    for trial_id, lr, history, error in [
+        ("t0", 1e-3, _epochs(40.0, 55.0, 50.0), None),   # completed, best at epoch 2
+        ("t1", 2e-3, _epochs(20.0), None),               # stopped by ASHA after epoch 1
+        ("t2", 5e-4, _epochs(60.0, 45.0), "RuntimeError: boom"),
+        ("t3", 3e-4, [], "RayActorError: lost"),         # failed before reporting
+    ]:
+        last = history[-1] if history else {}
+        made.append(trial_row(cfg, trial_id, {**base, "optim.lr": lr}, history, last, error, f"/runs/{trial_id}"))
+    return made
+
+
+def test_rows_say_why_each_trial_stopped():
+    rows = {r["trial_id"]: r for r in _rows(_cfg())}
+    assert rows["t0"]["stop_reason"] == "completed" and rows["t0"]["epochs_run"] == 3
+    assert rows["t0"]["best/val/gt_known"] == 55.0 and rows["t0"]["best_epoch"] == 2
+    assert rows["t0"]["final/val/gt_known"] == 50.0 and rows["t0"]["final/train/loss"] == pytest.approx(1 / 3)
+    assert rows["t1"]["stop_reason"] == "early-stopped" and rows["t1"]["epochs_run"] == 1
+    assert rows["t2"]["stop_reason"] == "error" and rows["t3"]["stop_reason"] == "error"
+    assert math.isnan(rows["t3"]["best/val/gt_known"])
+    no_asha = {r["trial_id"]: r for r in _rows(_cfg("search.scheduler.kind=none"))}
+    assert no_asha["t1"]["stop_reason"] == "stopped"
+
+
+def test_ranking_uses_the_best_epoch_and_puts_silent_trials_last():
+    ranked = [r["trial_id"] for r in rank(_rows(_cfg()), "val/gt_known", "max")]
+    assert ranked == ["t2", "t0", "t1", "t3"]
+    assert [r["trial_id"] for r in rank(_rows(_cfg()), "val/gt_known", "min")][:2] == ["t1", "t0"]
+
+
+def test_outputs_are_written_and_best_yaml_trains(tmp_path):
+    cfg = _cfg()
+    rows = rank(_rows(cfg), "val/gt_known", "max")
+    board = write_outputs(cfg, str(tmp_path), rows)
+    assert board.splitlines()[1].split()[:2] == ["1", "t2"]
+    assert (tmp_path / "leaderboard.txt").read_text() == board
+    assert (tmp_path / "objective.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pq.read_table(tmp_path / "trials.parquet").to_pylist()
+    assert [r["trial_id"] for r in table] == ["t2", "t0", "t1", "t3"]
+    assert {"config/optim.lr", "best/val/gt_known", "final/val/gt_known", "epochs_run",
+            "stop_reason", "run_dir"} <= set(table[0])
+    best = load_config(TrainJobConfig, tmp_path / "best.yaml")
+    assert best.optim.lr == 5e-4 and best.scm.iterations == [4, 2] and best.ray.name == ""
+    assert best.model == cfg.model and best.data == cfg.data
+
+
+def test_concurrency_is_capped_by_what_fits():
+    cfg = _cfg()  # 1 worker x 1 CPU per trial
+    assert trials_that_fit(cfg, {"CPU": 2.0}) == 2
+    assert concurrency(cfg, {"CPU": 8.0}, embedded=True)[0] == 8
+    capped, line = concurrency(_cfg("search.max_concurrent_trials=5"), {"CPU": 2.0}, embedded=True)
+    assert capped == 2 and "capped" in line and "2 trial(s) fit at once" in line
+    gpu = _cfg("ray.use_gpu=true", "ray.num_workers=2", "ray.cpus_per_worker=4")
+    assert trials_that_fit(gpu, {"CPU": 64.0, "GPU": 5.0}) == 2
+    with pytest.raises(ConfigError) as info:
+        concurrency(gpu, {"CPU": 64.0}, embedded=True)
+    assert info.value.key == "ray"
+    assert concurrency(gpu, {"CPU": 64.0}, embedded=False)[0] == 1  # the autoscaler may add GPUs

@@ -1,0 +1,121 @@
+"""An interrupted search resumes: the driver is killed mid-search, the search is resumed, the
+finished trial is kept as it was and the unfinished one continues from its checkpoint."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("ray")
+
+from scm_ray.config import TuneJobConfig, load_config  # noqa: E402
+from scm_ray.train.history import read_history  # noqa: E402
+from scm_ray.tune.search import run_search  # noqa: E402
+
+from .conftest import SHIPPED, tiny_search  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCHS = 4
+
+
+def _statuses(experiment: Path) -> dict[str, str]:
+    """trial id -> status in Tune's saved experiment state (what a restore will see)."""
+    statuses = {}
+    for path in glob.glob(str(experiment / "experiment_state-*.json")):
+        try:
+            state = json.loads(Path(path).read_text())
+        except (OSError, ValueError):  # being rewritten
+            continue
+        for trial_json, _ in state["trial_data"]:
+            trial = json.loads(trial_json)
+            statuses[trial["trial_id"]] = trial["status"]
+    return statuses
+
+
+def _checkpointed_epoch(run_dir: Path) -> int:
+    """The latest epoch whose checkpoint Ray Train has registered for the run (what it
+    resumes from; a checkpoint folder alone is not registered yet)."""
+    try:
+        results = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return max((int(r["metrics"]["epoch"]) for r in results), default=0)
+
+
+def _wait_for_one_done_one_checkpointed(experiment: Path, proc: subprocess.Popen, log: Path) -> tuple[str, str]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"search exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        statuses = _statuses(experiment)
+        done = [t for t, s in statuses.items() if s == "TERMINATED"]
+        running = [t for t, s in statuses.items() if s == "RUNNING"]
+        if done and running and _checkpointed_epoch(experiment / "runs" / running[0]):
+            return done[0], running[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no trial finished in time:\n{log.read_text()[-3000:]}")
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the search driver and every process it started (its local Ray included)."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+    psutil.wait_procs(family, timeout=30)
+
+
+def test_killed_search_resumes_where_it_stopped(tune_dataset, tmp_path, request):
+    overrides = tiny_search(tune_dataset, tmp_path, "interrupted", [2e-3, 1e-3],
+                            f"train.epochs={EPOCHS}", "ray.num_to_keep=4", "eval.threshold_step=0.01",
+                            "search.scheduler.kind=none", "search.max_concurrent_trials=1")
+    experiment = tmp_path / "interrupted"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # save the experiment state at every step
+    log = tmp_path / "search.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "jobs/tune.py", "--config", str(SHIPPED), *(f"--set={o}" for o in overrides)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        finished, unfinished = _wait_for_one_done_one_checkpointed(experiment, proc, log)
+    finally:
+        _kill(proc)
+    done_run, open_run = experiment / "runs" / finished, experiment / "runs" / unfinished
+    done_table = (done_run / "metrics.parquet").read_bytes()
+    done_mtime = (done_run / "metrics.parquet").stat().st_mtime_ns
+    before = read_history(str(open_run))
+    kept = _checkpointed_epoch(open_run)
+    assert kept < EPOCHS, "the second trial finished before the kill; nothing left to resume"
+
+    request.getfixturevalue("local_ray")
+    summary = run_search(load_config(TuneJobConfig, SHIPPED, [*overrides, "search.resume=true"]))
+
+    # the finished trial was not run again
+    assert (done_run / "metrics.parquet").read_bytes() == done_table
+    assert (done_run / "metrics.parquet").stat().st_mtime_ns == done_mtime
+    # the unfinished one went on from its latest checkpoint: the epochs up to it are kept as
+    # they were measured before the kill (timings included), the rest were trained now
+    after = read_history(str(open_run))
+    assert [row["epoch"] for row in after] == list(range(1, EPOCHS + 1))
+    assert kept >= 1 and after[:kept] == before[:kept]
+    rows = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert sorted(r["trial_id"] for r in rows) == sorted([finished, unfinished])
+    assert all(r["stop_reason"] == "completed" and r["epochs_run"] == EPOCHS for r in rows)
+    assert summary.best is not None and (experiment / "best.yaml").is_file()
