@@ -271,6 +271,8 @@ class RayConfig:
     checkpoint_metric: str = "val/gt_known"
     checkpoint_mode: Literal["max", "min"] = "max"
     max_failures: int = 0
+    # Ray Train's own log level (its per-report INFO lines are noisy; our epoch lines remain).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     def __post_init__(self) -> None:
         check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")

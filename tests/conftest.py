@@ -5,8 +5,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A fresh local Ray with 2 CPUs (the CI machine's size) for one test module; a module
-    that defines its own `local_ray` keeps it."""
+    """A fresh local Ray with 2 CPUs (the CI machine's size) for one test module."""
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()

@@ -54,7 +54,7 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
     """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
     callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it;
     `train_fn` wraps the per-worker loop (default: train_worker itself)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from scm_ray.train.callbacks import EpochPrinter
@@ -79,6 +79,7 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
                 checkpoint_score_order=cfg.ray.checkpoint_mode,
             ),
             callbacks=[EpochPrinter(cfg.train.epochs, run_dir), *(extra_callbacks or [])],
+            logging_config=LoggingConfig(log_level=cfg.ray.log_level),
         ),
     )
 

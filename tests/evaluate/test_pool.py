@@ -31,15 +31,6 @@ CORRUPT = "checkpoint_epoch0099"
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     from scm_ray.data.prepare import prepare_synthetic
 

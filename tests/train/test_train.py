@@ -31,15 +31,6 @@ def _cfg(dataset: Path, storage: Path, name: str, *extra: str) -> TrainJobConfig
     return load_config(TrainJobConfig, Path("jobs/configs/train_synthetic.yaml"), overrides)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _checkpoints(run_dir: str) -> list[Path]:
     return sorted(Path(run_dir).glob("checkpoint_epoch*"))
 
