@@ -20,8 +20,10 @@ def connect(address: str = "", num_cpus: int | None = None) -> str:
     if target:
         ray.init(address=target, log_to_driver=True)
         return f"Ray cluster at {target}"
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-             configure_logging=False)
+    # The dashboard (on 127.0.0.1 only) serves Ray's state API, which Ray Train's clean-up of
+    # finished worker groups relies on; without it that actor warns every few seconds.
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             log_to_driver=True, configure_logging=False)
     return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
 
 

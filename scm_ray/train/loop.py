@@ -39,6 +39,7 @@ def train_worker(loop_config: dict) -> None:
     """Ray Train entry point. loop_config = {"job": <TrainJobConfig dict>, "run_dir": str}."""
     cfg = from_dict(TrainJobConfig, loop_config["job"])
     run_dir: str = loop_config["run_dir"]
+    _quiet_report_log(cfg.ray.log_level)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -90,6 +91,18 @@ def train_worker(loop_config: dict) -> None:
                 history, run_dir, rank)
 
 
+def _quiet_report_log(level: str) -> None:
+    """Ray Train V2 logs every report at INFO under a logger named by its file path, outside
+    the `ray.train` hierarchy that RunConfig's LoggingConfig sets; apply ray.log_level to it."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # a Ray without that module has nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(level)
+
+
 def _record_worker(run_dir: str, rank: int, world: int) -> None:
     """Rank 0 writes <run_dir>/workers.json: where each rank runs (node, host, pid, device)."""
     import json
@@ -127,10 +140,16 @@ def _loaders(cfg: TrainJobConfig, root: Path, rank: int, world: int, device: tor
 def _wrap(model: torch.nn.Module, device: torch.device, world: int, find_unused: bool):
     if world == 1:
         return model
-    # No buffers to sync (ViT has none that matter, and the SCM guard counters are per rank).
+    # No buffers to sync per step (ViT has none that matter; the SCM guard counters are per rank
+    # and zero at init). torch >= 2.14 names this forward_sync_buffers.
+    import inspect
+
+    sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+            inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+            else "broadcast_buffers")
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False, find_unused_parameters=find_unused,
+        find_unused_parameters=find_unused, **{sync: False},
     )
 
 
