@@ -30,41 +30,82 @@ from numba import njit
 
 NO_SET = -1
 
-# Columns of the per-set statistics table `st` (one row per set).
-SIZE, HEAD, X0, Y0, X1, Y1, PIECES, INTO, MERGED_AT, SLOT = range(10)
-N_STATS = 10
+# Per-set statistics: one flat int32 table, set c's fields at c * N_STATS + field (a flat
+# table with a constant row length keeps the sweep's hot loop to one base pointer).
+SIZE, HEAD, X0, Y0, X1, Y1, PIECES, INTO, MERGED_AT, SLOT = (np.uint64(i) for i in range(10))
+N_STATS = np.uint64(10)
 # Columns of a snapshot row: one set alive at one level.
 S_LEVEL, S_FIRST, S_X0, S_Y0, S_X1, S_Y1, S_PIECES, S_ID = range(8)
 N_SNAP = 8
+# Indices in the sweep are unsigned: numba then skips its negative-index wraparound code.
+ONE = np.uint64(1)
+
+# Neighbours of a pixel as (dy, dx), in raster order; bit i of a neighbourhood mask is neighbour i.
+NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+# Fields of a GAIN_TABLE entry.
+EULER_BITS, AREA_SHIFT, JOINED_SHIFT = 31, 5, 8
 
 
-def _window_table() -> np.ndarray:
-    """Per (window mask before, bit added): half-pixel area gain * 32 + (Euler gain * 4 + 16).
+def _quarter_euler(mask: int) -> int:
+    """A 2x2 window's share of the 8-connected Euler number (n1 - n3 - 2 nD) / 4, in quarters."""
+    ones = bin(mask).count("1")
+    if ones == 1:
+        return 1
+    if ones == 3:
+        return -1
+    return -2 if mask in (0b1001, 0b0110) else 0
 
-    Euler numbers use the 8-connected bit-quad formula (n1 - n3 - 2 nD) / 4, kept in quarters.
-    Packing both gains in one small integer lets a pixel's four windows cost one lookup each.
+
+def _joined(occupied: int) -> bool:
+    """Whether the neighbours in (a NEIGHBOURS mask) are 8-connected to each other around p.
+
+    They then already carry one label, so a foreground pixel needs no label comparison.
     """
-    table = np.zeros(64, np.int64)
+    cells = [n for i, n in enumerate(NEIGHBOURS) if occupied >> i & 1]
+    if not cells:
+        return True
+    reached, todo = {cells[0]}, [cells[0]]
+    while todo:
+        y, x = todo.pop()
+        for n in cells:
+            if n not in reached and max(abs(n[0] - y), abs(n[1] - x)) == 1:
+                reached.add(n)
+                todo.append(n)
+    return len(reached) == len(cells)
+
+
+def _gain_table() -> np.ndarray:
+    """What a pixel adds through its four 2x2 windows, per mask of its neighbours already in.
+
+    Row 0 is the foreground, row 1 the background. Entries pack, so that one lookup per pixel
+    serves: the half-pixel area gain (bits 5-7) and, in the foreground, the Euler gain in
+    quarters + 16 (bits 0-4) and whether the neighbours in are joined (bit 8, see _joined).
+    Foreground area: a window with 4 pixels in is 2, with 3 it is 1. Background area: a
+    window's first two pixels each add 1.
+    """
+    table = np.zeros((2, 256), np.int64)
     area = [0, 0, 0, 1, 2]
-
-    def quarter_euler(mask: int) -> int:
-        ones = bin(mask).count("1")
-        if ones == 1:
-            return 1
-        if ones == 3:
-            return -1
-        return -2 if mask in (0b1001, 0b0110) else 0
-
-    for mask in range(16):
-        for bit in range(4):
-            grown = mask | (1 << bit)
-            gain_area = area[bin(grown).count("1")] - area[bin(mask).count("1")]
-            gain_euler = quarter_euler(grown) - quarter_euler(mask)
-            table[mask * 4 + bit] = gain_area * 32 + gain_euler + 4
+    corners = [(0, 0), (0, 1), (1, 0), (1, 1)]  # window bit order: TL, TR, BL, BR
+    for occupied in range(256):
+        gain_area = gain_euler = gain_background = 0
+        for wy, wx in [(-1, -1), (-1, 0), (0, -1), (0, 0)]:  # windows' top-left pixels around p
+            mask = own = 0
+            for bit, (dy, dx) in enumerate(corners):
+                cell = (wy + dy, wx + dx)
+                if cell == (0, 0):
+                    own = bit
+                elif occupied >> NEIGHBOURS.index(cell) & 1:
+                    mask |= 1 << bit
+            grown = mask | (1 << own)
+            gain_area += area[bin(grown).count("1")] - area[bin(mask).count("1")]
+            gain_euler += _quarter_euler(grown) - _quarter_euler(mask)
+            gain_background += bin(mask).count("1") <= 1
+        table[0, occupied] = gain_euler + 16 + (gain_area << AREA_SHIFT) + (_joined(occupied) << JOINED_SHIFT)
+        table[1, occupied] = gain_background << AREA_SHIFT
     return table
 
 
-WINDOW_TABLE = _window_table()
+GAIN_TABLE = _gain_table()
 
 
 @njit(cache=True, nogil=True)
@@ -73,26 +114,40 @@ def to_uint8(scoremap, scale):
 
     Returns (u8 (H, W), counts (256,), status): status 0 ok, 1 NaN seen, 2 value outside [0, 1].
     `scale` is 255 of the map's dtype so float32 maps multiply in float32 like numpy does.
+    Rows are checked and converted without branches (LLVM vectorises that), and the histogram
+    counts into four interleaved tables: equal neighbouring values, the rule in smooth maps,
+    would otherwise wait on each other's increment.
     """
     h, w = scoremap.shape
     u8 = np.empty((h, w), np.uint8)
-    counts = np.zeros(256, np.int64)
-    status = 0
+    tables = np.zeros((4, 256), np.int64)
     for y in range(h):
+        line = scoremap[y]
+        nan = False
+        outside = False
         for x in range(w):
-            v = scoremap[y, x]
-            if v != v:
-                status = 1
-                break
-            if v < 0 or v > 1:
-                status = 2
-                break
-            q = np.uint8(v * scale)
-            u8[y, x] = q
-            counts[q] += 1
-        if status:
-            break
-    return u8, counts, status
+            v = line[x]
+            nan |= v != v
+            outside |= (v < 0) | (v > 1)
+        if nan or outside:  # report whichever comes first
+            for x in range(w):
+                if line[x] != line[x]:
+                    return u8, tables[0], 1
+                if line[x] < 0 or line[x] > 1:
+                    return u8, tables[0], 2
+        out = u8[y]
+        for x in range(w):
+            out[x] = np.uint8(line[x] * scale)
+        x = 0
+        while x + 4 <= w:
+            tables[0, out[x]] += 1
+            tables[1, out[x + 1]] += 1
+            tables[2, out[x + 2]] += 1
+            tables[3, out[x + 3]] += 1
+            x += 4
+        for x in range(x, w):
+            tables[0, out[x]] += 1
+    return u8, tables.sum(axis=0), 0
 
 
 @njit(cache=True, nogil=True)
@@ -131,20 +186,52 @@ def _snapshot(snap, used, level, st, active, first_active, n_active, lab, stride
     """
     for i in range(first_active, n_active):
         c = active[i]
-        first = st[c, Y0] * stride + st[c, X0]
+        row = np.uint64(c) * N_STATS
+        first = st[row + Y0] * stride + st[row + X0]
         while lab[first] != c:
             first += 1
         snap = _grow_rows(snap, used)
         snap[used, S_LEVEL] = level
         snap[used, S_FIRST] = first
-        snap[used, S_X0] = st[c, X0]
-        snap[used, S_Y0] = st[c, Y0]
-        snap[used, S_X1] = st[c, X1]
-        snap[used, S_Y1] = st[c, Y1]
-        snap[used, S_PIECES] = st[c, PIECES]
+        snap[used, S_X0] = st[row + X0]
+        snap[used, S_Y0] = st[row + Y0]
+        snap[used, S_X1] = st[row + X1]
+        snap[used, S_Y1] = st[row + Y1]
+        snap[used, S_PIECES] = st[row + PIECES]
         snap[used, S_ID] = c
         used += 1
     return snap, used
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _occupied(n_ul, n_up, n_ur, n_left, n_right, n_dl, n_down, n_dr, none):
+    """Mask of the neighbours (their labels, in NEIGHBOURS order) already in: GAIN_TABLE's index."""
+    return (
+        (n_ul != none) * 1 + (n_up != none) * 2 + (n_ur != none) * 4 + (n_left != none) * 8
+        + (n_right != none) * 16 + (n_dl != none) * 32 + (n_down != none) * 64 + (n_dr != none) * 128
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _top(a, b, c, d, wrap):
+    """The largest real label of four, + 1; 0 if none is real ((label + 1) & wrap sends the
+    "none" label, the type's maximum, to 0)."""
+    return max(max((a + 1) & wrap, (b + 1) & wrap), max((c + 1) & wrap, (d + 1) & wrap))
+
+
+@njit(cache=True, nogil=True)
+def _new_set(st, c, p, x, y, slot):
+    """Set c starts with pixel p alone."""
+    row = np.uint64(c) * N_STATS
+    st[row + SIZE] = 1
+    st[row + HEAD] = p
+    st[row + X0] = x
+    st[row + X1] = x
+    st[row + Y0] = y
+    st[row + Y1] = y
+    st[row + PIECES] = 0
+    st[row + INTO] = NO_SET
+    st[row + SLOT] = slot
 
 
 @njit(cache=True, nogil=True)
@@ -155,88 +242,103 @@ def _merge(p, offsets, st, lab, nxt, value, active, n_active, outside, none):
         if lab[p + off] == none:
             continue
         c = np.int64(lab[p + off])
-        if keep == -1 or c == outside or (keep != outside and st[c, SIZE] > st[keep, SIZE]):
+        if keep == -1 or c == outside or (keep != outside and st[c * N_STATS + SIZE] > st[keep * N_STATS + SIZE]):
             keep = c
+    k = np.uint64(keep) * N_STATS
     for off in offsets:
         if lab[p + off] == none:
             continue
         gone = np.int64(lab[p + off])
         if gone == keep:
             continue
+        g = np.uint64(gone) * N_STATS
         # Relabel the members (a circular list), then splice the two circles into one.
-        q = st[gone, HEAD]
+        q = st[g + HEAD]
         while True:
             lab[q] = keep
             q = nxt[q]
-            if q == st[gone, HEAD]:
+            if q == st[g + HEAD]:
                 break
         if keep != outside:
-            a = st[keep, HEAD]
-            b = st[gone, HEAD]
+            a = st[k + HEAD]
+            b = st[g + HEAD]
             after_a = nxt[a]
             nxt[a] = nxt[b]
             nxt[b] = after_a
-        st[keep, SIZE] += st[gone, SIZE]
-        st[keep, X0] = min(st[keep, X0], st[gone, X0])
-        st[keep, X1] = max(st[keep, X1], st[gone, X1])
-        st[keep, Y0] = min(st[keep, Y0], st[gone, Y0])
-        st[keep, Y1] = max(st[keep, Y1], st[gone, Y1])
-        st[keep, PIECES] += st[gone, PIECES]
-        st[gone, INTO] = keep
-        st[gone, MERGED_AT] = value
-        slot = st[gone, SLOT]
+        st[k + SIZE] += st[g + SIZE]
+        st[k + X0] = min(st[k + X0], st[g + X0])
+        st[k + X1] = max(st[k + X1], st[g + X1])
+        st[k + Y0] = min(st[k + Y0], st[g + Y0])
+        st[k + Y1] = max(st[k + Y1], st[g + Y1])
+        st[k + PIECES] += st[g + PIECES]
+        st[g + INTO] = keep
+        st[g + MERGED_AT] = value
+        slot = st[g + SLOT]
         n_active -= 1
         last = active[n_active]
         active[slot] = last
-        st[last, SLOT] = slot
+        st[np.uint64(last) * N_STATS + SLOT] = slot
     return keep, n_active
 
 
 @njit(cache=True, nogil=True)
-def sweep(order, bounds, wanted, stop, h, w, background, table, lab, none, entry, win, nxt, st):
+def _label_outside(lab, entry, st, active, h, w):
+    """Background sweep: the padding ring is set 0, the outside (never relabelled)."""
+    stride = w + 2
+    for y in range(h + 2):
+        for x in (0, w + 1):
+            lab[y * stride + x] = 0
+            entry[y * stride + x] = 0
+    for x in range(stride):
+        for y in (0, h + 1):
+            lab[y * stride + x] = 0
+            entry[y * stride + x] = 0
+    st[SIZE] = 1 << 30
+    st[INTO] = NO_SET
+    st[SLOT] = 0
+    active[0] = 0
+
+
+@njit(cache=True, nogil=True)
+def sweep_foreground(order, bounds, wanted, stop, h, w, gains, lab, none, entry, nxt, st):
+    """sweep() for the foreground (its own machine code: the flag is a constant there)."""
+    return sweep(order, bounds, wanted, stop, h, w, False, gains, lab, none, entry, nxt, st)
+
+
+@njit(cache=True, nogil=True)
+def sweep_background(order, bounds, wanted, stop, h, w, gains, lab, none, entry, nxt, st):
+    """sweep() for the background."""
+    return sweep(order, bounds, wanted, stop, h, w, True, gains, lab, none, entry, nxt, st)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def sweep(order, bounds, wanted, stop, h, w, background, gains, lab, none, entry, nxt, st):
     """Grow the foreground by falling value, or the background by rising value; record sets.
 
     Foreground (background=False): 8-connected components; level T is recorded before the
     pixels of value T join, so it holds {u > T}; values down to `stop` + 1 are added.
     Background: 4-connected sets of {u <= T}, recorded after value T joins, for T up to `stop`;
     set 0 is the padding ring (the outside), so every other set is a hole.
-    Each pixel also updates its four 2x2 windows: area pieces for its set and, in the
-    foreground, the Euler number (WINDOW_TABLE), which tells the levels that have holes.
+    Each pixel also adds its four 2x2 windows' gains (GAIN_TABLE, looked up by which of its
+    eight neighbours are in): area pieces for its set and, in the foreground, the Euler number,
+    which tells the levels that have holes.
     Returns (snapshot rows, holes per level (256,); foreground only). A pixel's set at level T is found
-    afterwards by following st[:, INTO] from entry[p] while the merge is part of level T.
+    afterwards by following INTO from entry[p] while the merge is part of level T.
     Members of a set form a circular list through `nxt`, so merging relabels the smaller set.
     """
     stride = w + 2
+    row = np.uint64(stride)
     lab[:] = none
     wrap = np.int64(none)
-    win[:] = 0
+    gain_of = gains[1] if background else gains[0]
     active = np.empty(h * w + 2, np.int64)
-    n_active = 0
-    n_sets = 0
+    n_active = n_sets = 0
     outside = -1
     if background:
         offsets = np.array([-stride, -1, 1, stride])
-        # The padding ring is the outside set; its pixels start the edge windows' counts.
-        for i in range(2 * stride + 2 * h):
-            if i < 2 * stride:  # top and bottom padding rows
-                y = 0 if i < stride else h + 1
-                x = i % stride
-            else:  # left and right padding pixels of the image rows
-                y = 1 + (i - 2 * stride) // 2
-                x = 0 if i % 2 == 0 else w + 1
-            q = y * stride + x
-            lab[q] = 0
-            entry[q] = 0
-            for wy in range(max(y - 1, 0), min(y, h) + 1):
-                for wx in range(max(x - 1, 0), min(x, w) + 1):
-                    win[wy * stride + wx] += 1
+        _label_outside(lab, entry, st, active, h, w)
         outside = 0
-        st[0, SIZE] = 1 << 30
-        st[0, INTO] = NO_SET
-        st[0, SLOT] = 0
-        active[0] = 0
-        n_active = 1
-        n_sets = 1
+        n_active = n_sets = 1
     else:
         offsets = np.array([-stride - 1, -stride, -stride + 1, -1, 1, stride - 1, stride, stride + 1])
     euler = 0  # foreground Euler number, in quarters
@@ -253,75 +355,59 @@ def sweep(order, bounds, wanted, stop, h, w, background, table, lab, none, entry
                 break
         elif value > stop:
             break
-        for k in range(bounds[value], bounds[value + 1]):
+        for k in range(np.uint64(bounds[value]), np.uint64(bounds[value + 1])):
             yx = order[k]
             y = (yx >> 16) + 1
             x = (yx & 0xFFFF) + 1
-            p = y * stride + x
-            # Neighbour labels, unrolled: the lowest names the set, any other means a merge.
-            n_up = lab[p - stride]
-            n_left = lab[p - 1]
-            n_right = lab[p + 1]
-            n_down = lab[p + stride]
-            # (label + 1) & wrap sends "none" to 0, so `high` is the largest real label + 1.
+            p = np.uint64(y * stride + x)
+            n_up, n_left, n_right, n_down = lab[p - row], lab[p - ONE], lab[p + ONE], lab[p + row]
+            # The lowest neighbour label names the set ("none" is the highest label).
             low = min(min(n_up, n_left), min(n_right, n_down))
-            high = max(max((n_up + 1) & wrap, (n_left + 1) & wrap), max((n_right + 1) & wrap, (n_down + 1) & wrap))
             if not background:
-                n_ul = lab[p - stride - 1]
-                n_ur = lab[p - stride + 1]
-                n_dl = lab[p + stride - 1]
-                n_dr = lab[p + stride + 1]
+                n_ul, n_ur, n_dl, n_dr = lab[p - row - ONE], lab[p - row + ONE], lab[p + row - ONE], lab[p + row + ONE]
                 low = min(low, min(min(n_ul, n_ur), min(n_dl, n_dr)))
-                high = max(high, max(max((n_ul + 1) & wrap, (n_ur + 1) & wrap), max((n_dl + 1) & wrap, (n_dr + 1) & wrap)))
+                gain = gain_of[_occupied(n_ul, n_up, n_ur, n_left, n_right, n_dl, n_down, n_dr, none)]
             if low == none:
                 c = n_sets
                 n_sets += 1
-                st[c, SIZE] = 1
-                st[c, HEAD] = p
-                st[c, X0] = x
-                st[c, X1] = x
-                st[c, Y0] = y
-                st[c, Y1] = y
-                st[c, PIECES] = 0
-                st[c, INTO] = NO_SET
-                st[c, SLOT] = n_active
+                _new_set(st, c, p, x, y, n_active)
                 active[n_active] = c
                 n_active += 1
                 nxt[p] = p
             else:
                 c = np.int64(low)
-                if high != c + 1:
+                # Another neighbour label means a merge. Background sets are 4-connected: only
+                # the four edge neighbours count. In the foreground, labels need comparing only
+                # when the neighbours in are not already joined around p.
+                apart = False
+                if background:
+                    apart = _top(n_up, n_left, n_right, n_down, wrap) != c + 1
+                elif not gain >> JOINED_SHIFT:
+                    apart = max(_top(n_up, n_left, n_right, n_down, wrap), _top(n_ul, n_ur, n_dl, n_dr, wrap)) != c + 1
+                if apart:
                     c, n_active = _merge(p, offsets, st, lab, nxt, value, active, n_active, outside, none)
                 if c != outside:
-                    st[c, SIZE] += 1
-                    st[c, X0] = min(st[c, X0], x)
-                    st[c, X1] = max(st[c, X1], x)
-                    st[c, Y0] = min(st[c, Y0], y)
-                    st[c, Y1] = max(st[c, Y1], y)
-                    head = st[c, HEAD]
-                    nxt[p] = nxt[head]
-                    nxt[head] = p
+                    s = np.uint64(c) * N_STATS
+                    st[s + SIZE] += 1
+                    st[s + X0] = min(st[s + X0], x)
+                    st[s + X1] = max(st[s + X1], x)
+                    st[s + Y0] = min(st[s + Y0], y)
+                    st[s + Y1] = max(st[s + Y1], y)
+                    q = st[s + HEAD]
+                    nxt[p] = nxt[q]
+                    nxt[q] = p
             lab[p] = c
             entry[p] = c
-            if background:
-                # A window's first two background pixels each add a half pixel of area.
-                gain = 0
-                for wdx in (p - stride - 1, p - stride, p - 1, p):
-                    win[wdx] += 1
-                    gain += win[wdx] <= 2
-                if c != outside:
-                    st[c, PIECES] += gain
-            else:
-                gain = table[win[p - stride - 1] * 4 + 3]
-                gain += table[win[p - stride] * 4 + 2]
-                gain += table[win[p - 1] * 4 + 1]
-                gain += table[win[p] * 4]
-                win[p - stride - 1] |= 8
-                win[p - stride] |= 4
-                win[p - 1] |= 2
-                win[p] |= 1
-                st[c, PIECES] += gain >> 5
-                euler += (gain & 31) - 16
+            if not background:
+                st[np.uint64(c) * N_STATS + PIECES] += (gain >> AREA_SHIFT) & 7
+                euler += (gain & EULER_BITS) - 16
+            elif c != outside:  # the outside set's area is never asked for
+                up = p - row
+                down = p + row
+                gain = gain_of[
+                    _occupied(lab[up - ONE], n_up, lab[up + ONE], n_left, n_right, lab[down - ONE], n_down, lab[down + ONE], none)
+                ]
+                st[np.uint64(c) * N_STATS + PIECES] += (gain >> AREA_SHIFT) & 7
         if background and wanted[value]:
             snap, used = _snapshot(snap, used, value, st, active, 1, n_active, lab, stride)
     return snap[:used], holes
@@ -371,11 +457,11 @@ def largest_needs_holes(fg_snap, holes):
 def _set_at_level(entry, st, p, level, falling):
     """The set holding pixel p at `level`: follow merges made at or before that level."""
     c = entry[p]
-    while st[c, INTO] != NO_SET:
-        at = st[c, MERGED_AT]
+    while st[c * N_STATS + INTO] != NO_SET:
+        at = st[c * N_STATS + MERGED_AT]
         if (falling and at <= level) or ((not falling) and at > level):
             break
-        c = st[c, INTO]
+        c = st[c * N_STATS + INTO]
     return c
 
 

@@ -115,12 +115,11 @@ class _Workspace:
         label_type = np.uint16 if cap < np.iinfo(np.uint16).max else np.uint32
         self.lab = np.empty(n2, label_type)
         self.none = label_type(np.iinfo(label_type).max)  # "no label yet"
-        self.win = np.empty(n2, np.uint8)
         self.nxt = np.empty(n2, np.int32)
         self.fg_entry = np.empty(n2, np.int32)
         self.bg_entry = np.empty(n2, np.int32)
-        self.fg_st = np.empty((cap, k.N_STATS), np.int32)
-        self.bg_st = np.empty((cap, k.N_STATS), np.int32)
+        self.fg_st = np.empty(cap * int(k.N_STATS), np.int32)
+        self.bg_st = np.empty(cap * int(k.N_STATS), np.int32)
 
 
 _local = threading.local()
@@ -143,14 +142,14 @@ def _level_tables(u8: np.ndarray, counts: np.ndarray, wanted: np.ndarray, want_a
     ws = _workspace(h, w)
     order, bounds = k.sort_pixels(u8, counts)
     lowest = int(np.flatnonzero(wanted)[0])
-    fg_snap, holes = k.sweep(
-        order, bounds, wanted, lowest, h, w, False, k.WINDOW_TABLE, ws.lab, ws.none, ws.fg_entry, ws.win, ws.nxt, ws.fg_st
+    fg_snap, holes = k.sweep_foreground(
+        order, bounds, wanted, lowest, h, w, k.GAIN_TABLE, ws.lab, ws.none, ws.fg_entry, ws.nxt, ws.fg_st
     )
     hole_levels = holes > 0 if want_all else k.largest_needs_holes(fg_snap, holes)  # (256,)
     if hole_levels.any():
         highest = int(np.flatnonzero(hole_levels)[-1])
-        bg_snap, _ = k.sweep(
-            order, bounds, hole_levels, highest, h, w, True, k.WINDOW_TABLE, ws.lab, ws.none, ws.bg_entry, ws.win, ws.nxt, ws.bg_st
+        bg_snap, _ = k.sweep_background(
+            order, bounds, hole_levels, highest, h, w, k.GAIN_TABLE, ws.lab, ws.none, ws.bg_entry, ws.nxt, ws.bg_st
         )
     else:
         bg_snap = np.zeros((0, k.N_SNAP), np.int64)
@@ -184,15 +183,13 @@ def boxes_from_scoremap(scoremap: np.ndarray, thresholds=DEFAULT_THRESHOLDS, mul
     found = extract_boxes(scoremap, thresholds, multi_contour)
     source = found.boxes if multi_contour else found.largest
     source.setflags(write=False)
-    views: dict[int, np.ndarray] = {}  # one view per level: at most 256, however many taus
-    out = []
-    for t, level in enumerate(found.levels.tolist()):
-        view = views.get(level)
-        if view is None:
-            s, c = (int(found.start[t]), int(found.count[t])) if multi_contour else (t, 1)
-            view = views[level] = source[s : s + c]
-        out.append(view)
-    return out
+    levels = found.levels.tolist()
+    at = dict(zip(levels, range(len(levels))))  # level -> one threshold index with it (<= 256)
+    # Threshold t's rows: start[t] : end[t] of found.boxes, or row t of found.largest.
+    start = found.start.tolist() if multi_contour else range(len(levels))
+    end = (found.start + found.count).tolist() if multi_contour else range(1, len(levels) + 1)
+    views = {level: source[start[t] : end[t]] for level, t in at.items()}
+    return [views[level] for level in levels]
 
 
 def check_boxes(boxes, name: str = "boxes") -> np.ndarray:

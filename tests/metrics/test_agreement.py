@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from scm_ray.metrics import boxes_from_scoremap, thresholds_for
+from scm_ray.metrics._kernels import GAIN_TABLE, JOINED_SHIFT, NEIGHBOURS
 from scm_ray.metrics.reference import reference_boxes
 
 
@@ -62,3 +63,14 @@ def test_identical_on_odd_maps():
         for multi in (False, True):
             diff = first_difference(boxes_from_scoremap(m, taus, multi), reference_boxes(m, taus, multi))
             assert diff is None, f"odd map {k} multi={multi}: {diff}"
+
+
+def test_joined_flag_matches_connected_components():
+    """The foreground sweep compares neighbour labels only where GAIN_TABLE does not flag the
+    neighbours in as joined; check that flag for all 256 neighbourhoods against cv2."""
+    for mask in range(256):
+        grid = np.zeros((3, 3), np.uint8)  # the centre, the pixel joining, is not in yet
+        for i, (dy, dx) in enumerate(NEIGHBOURS):
+            grid[1 + dy, 1 + dx] = mask >> i & 1
+        n_labels, _ = cv2.connectedComponents(grid, connectivity=8)  # background is label 0
+        assert bool(GAIN_TABLE[0, mask] >> JOINED_SHIFT & 1) == (n_labels <= 2), f"mask {mask:08b}"
