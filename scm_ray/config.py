@@ -318,7 +318,7 @@ class SchedulerConfig:
     grace_period: int = 1
     # At each rung only the best 1/reduction_factor of the trials seen there go on.
     reduction_factor: float = 4.0
-    # Epochs of the longest trial; 0 = train.epochs.
+    # Epochs of the longest trial; 0 = train.epochs (its largest value if searched).
     max_t: int = 0
 
     def __post_init__(self) -> None:
@@ -370,12 +370,29 @@ class TuneJobConfig(TrainJobConfig):
 
         self.search.space = flatten_space(self.search.space)
         check_space(self.search.space, self.base_dict(), self.search.searcher)
-        sched, epochs = self.search.scheduler, self.train.epochs
-        if sched.kind == "asha" and "train.epochs" not in self.search.space:
-            max_t = sched.max_t or epochs
-            check(max_t <= epochs, "search.scheduler.max_t", f"must be <= train.epochs={epochs}, got {max_t}")
-            check(sched.grace_period < max_t, "search.scheduler.grace_period",
-                  f"must be < max_t={max_t} epochs, else ASHA never stops a trial (or use kind: none)")
+        if self.search.scheduler.kind == "asha":
+            self._check_asha()
+
+    def _check_asha(self) -> None:
+        """Here, not in ASHA: its own asserts fire only after Ray started."""
+        sched, longest = self.search.scheduler, self.longest_trial()
+        epochs = ("train.epochs" if "train.epochs" not in self.search.space
+                  else "the largest search.space.train.epochs")
+        max_t = self.asha_max_t()
+        check(max_t <= longest, "search.scheduler.max_t", f"must be <= {epochs}={longest}, got {max_t}")
+        check(sched.grace_period < max_t, "search.scheduler.grace_period",
+              f"must be < max_t={max_t} epochs, else ASHA never stops a trial (or use kind: none)")
+
+    def longest_trial(self) -> int:
+        """Epochs of the longest trial the space allows (train.epochs may be searched)."""
+        from scm_ray.tune.space import max_epochs
+
+        return max_epochs(self.search.space, self.train.epochs)
+
+    def asha_max_t(self) -> int:
+        """ASHA's max_t: search.scheduler.max_t, or (0) the longest trial's epochs, so that no
+        trial is cut short at the base config's train.epochs and counted as early-stopped."""
+        return self.search.scheduler.max_t or self.longest_trial()
 
     def base_dict(self) -> dict:
         """The training sections as a plain dict: every trial's config before its samples."""

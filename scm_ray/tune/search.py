@@ -122,13 +122,14 @@ def build_searcher(cfg: TuneJobConfig, max_concurrent: int):
 
 def build_scheduler(cfg: TuneJobConfig):
     """ASHA on the trials' `epoch` (not Tune's iteration count, which restarts at 1 when a
-    resumed trial's run continues from epoch k), or FIFO (no early stopping)."""
+    resumed trial's run continues from epoch k), up to the longest trial's epochs (a searched
+    train.epochs included), or FIFO (no early stopping)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     sched = cfg.search.scheduler
     if sched.kind == "none":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=sched.max_t or cfg.train.epochs,
+    return ASHAScheduler(time_attr="epoch", max_t=cfg.asha_max_t(),
                          grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)
 
 

@@ -16,12 +16,20 @@ Two pseudo-fields search the Newton-Schulz counts the way the method uses them:
 `scm.iterations_first` (the first ADB) and `scm.iterations_rest` (every later ADB). Whenever
 one of them or `scm.num_blocks` is searched, `scm.iterations` is rebuilt as
 [first] + [rest] * (num_blocks - 1), unsearched parts taken from the base config, so a trial
-with any block count gets a valid list.
+with any block count gets a valid list. That rebuild would overwrite a searched
+`scm.iterations`, so `scm.iterations` cannot be searched together with any of them.
+
+Integer fields (train.epochs, scm.num_blocks, ...) take randint, choice or grid_search only:
+uniform and loguniform sample floats. When the lists of a space (and the ends of its ranges)
+make few enough combinations, every combination is checked as a whole training config, so
+cross-field conflicts (scm.start_epoch against train.epochs, optim.min_lr against optim.lr)
+fail at load time too.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import re
 from typing import Any
@@ -35,6 +43,8 @@ ITERATIONS_REST = "scm.iterations_rest"
 PSEUDO_FIELDS = (ITERATIONS_FIRST, ITERATIONS_REST)
 # The worker group, storage and run name belong to the search, not to a trial.
 FIXED_SECTIONS = ("ray.",)
+# Above this many combinations of probe values the space is checked entry by entry only.
+MAX_CHECKED_COMBINATIONS = 256
 
 
 _EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -146,30 +156,78 @@ def check_space(space: dict, base: dict, searcher: str) -> None:
     if "scm.iterations" in space and any(p in space for p in PSEUDO_FIELDS):
         raise ConfigError("search.space.scm.iterations",
                           f"search either scm.iterations or {' / '.join(PSEUDO_FIELDS)}, not both")
+    if "scm.iterations" in space and "scm.num_blocks" in space:
+        # trial_dict rebuilds scm.iterations for every sampled block count.
+        raise ConfigError("search.space.scm.iterations",
+                          "a searched scm.num_blocks rebuilds scm.iterations for each block count; "
+                          f"search {' / '.join(PSEUDO_FIELDS)} instead of scm.iterations")
+    probes = {}
     for name, spec in space.items():
         if not isinstance(name, str) or not name:
             raise ConfigError("search.space", f"field names must be dotted strings, got {name!r}")
         kind, args = spec_kind(name, spec)
-        _check_field(name, kind, args, base)
+        probes[name] = _check_field(name, kind, args, base)
         _check_searcher(name, kind, args, searcher)
+    _check_combinations(probes, base)
 
 
-def _check_field(name: str, kind: str, args: list, base: dict) -> None:
+def _check_field(name: str, kind: str, args: list, base: dict) -> list:
+    """Refuse an entry the training config cannot take; return its probe values."""
     key = f"search.space.{name}"
     if name.startswith(FIXED_SECTIONS):
         raise ConfigError(key, "the ray section is fixed for the whole search (worker group, "
                                "storage, names); set it outside search.space")
     if name in PSEUDO_FIELDS and kind not in ("randint", "choice", "grid_search"):
         raise ConfigError(key, f"iteration counts are integers: use randint, choice or grid_search, not {kind}")
-    # Both ends of a range stand for it (every value between has their type and lies inside);
-    # a list is probed option by option.
-    for value in args:
+    values = _probe_values(kind, args)
+    for value in values:
         try:
             trial_config(base, {name: value})
         except ConfigError as exc:
             if "unknown key" in exc.message or "is not a section" in exc.message:
                 raise ConfigError(key, f"not a training config field ({exc})") from None
+            if kind in ("uniform", "loguniform") and "expected an integer" in exc.message:
+                raise ConfigError(key, f"is an integer field: use randint, choice or grid_search, "
+                                       f"not {kind} (it samples floats)") from None
             raise ConfigError(key, f"value {value!r} is not valid for the training config: {exc}") from None
+    return values
+
+
+def _probe_values(kind: str, args: list) -> list:
+    """The values that stand for an entry: a list's options; a range's two ends (every value
+    between has their type and lies inside), as floats for uniform and loguniform because
+    those are what Tune samples (so an integer field refuses them here, not in a trial)."""
+    if kind in ("uniform", "loguniform"):
+        return [float(a) for a in args]
+    return list(args)
+
+
+def _check_combinations(probes: dict[str, list], base: dict) -> None:
+    """Each combination of the entries' probe values as one trial's training config, when
+    there are few enough: a conflict between two searched fields (or a searched and a base
+    field, e.g. scm.start_epoch >= a searched train.epochs) then fails at load time instead of
+    in a trial. The error names the searched field the training config blames, if any."""
+    if math.prod(len(values) for values in probes.values()) > MAX_CHECKED_COMBINATIONS:
+        return
+    names = list(probes)
+    for combination in itertools.product(*probes.values()):
+        sample = dict(zip(names, combination))
+        try:
+            trial_config(base, sample)
+        except ConfigError as exc:
+            key = f"search.space.{exc.key}" if exc.key in sample else "search.space"
+            raise ConfigError(key, f"the trial {sample} is not a valid training config: {exc}") from None
+
+
+def max_epochs(space: dict, base_epochs: int) -> int:
+    """The most epochs any trial can train: `base_epochs` unless train.epochs is searched, then
+    the largest value its entry gives (randint includes its upper end). ASHA's max_t defaults
+    to it, so the longest trials are not cut at the base config's count."""
+    spec = space.get("train.epochs")
+    if spec is None:
+        return base_epochs
+    _, args = spec_kind("train.epochs", spec)
+    return max(args)  # a list's largest option, or a range's upper end
 
 
 def _check_searcher(name: str, kind: str, args: list, searcher: str) -> None:
