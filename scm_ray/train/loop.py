@@ -65,6 +65,7 @@ def train_worker(loop_config: dict) -> None:
         min_lr_ratio=cfg.optim.min_lr / cfg.optim.lr,
     ))
     start_epoch, global_step, history = _restore(model, optimizer, scheduler)
+    train_data.set_epoch(start_epoch)  # a resumed run sees the epoch's own shuffle and crops
     ddp = _wrap(model, device, world, find_unused=cfg.scm.start_epoch > 0)
     step_fn = torch.compile(ddp) if cfg.train.compile else ddp
 

@@ -71,6 +71,11 @@ def test_resume_continues_without_redoing_epochs(local_ray, synthetic_dataset, t
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[0] == epoch1  # epoch 1 was not redone
     assert history[1]["global_step"] == 2 * epoch1["global_step"]
+    # and epoch 2 saw epoch 2's data: the same numbers as a run that was never interrupted
+    straight = read_history(run_training(_cfg(synthetic_dataset, tmp_path, "straight")).run_dir)[1]
+    compared = [k for k in straight if k.startswith("val/") or k in ("train/loss", "lr")]
+    assert "train/loss" in compared and "val/gt_known" in compared
+    assert {k: history[1][k] for k in compared} == {k: straight[k] for k in compared}
 
 
 def test_worker_failure_restarts_from_latest_checkpoint(local_ray, synthetic_dataset, tmp_path):
