@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from scm_ray.data.ffcv_io import pixel_grid_boxes
 from scm_ray.metrics import LocalizationAccumulator, thresholds_for
 from scm_ray.model.wsol import class_maps
 
@@ -47,7 +48,9 @@ def batch_maps(model, images: torch.Tensor, labels: torch.Tensor, boxes: torch.T
     cams = class_maps(s0, f0, classes, size=tuple(images.shape[-2:]))  # (B, 2, h, w)
     cams = cams.cpu().numpy()
     counts = box_count.cpu().numpy()
-    gt_boxes = [b[: int(n)] for b, n in zip(boxes.cpu().numpy(), counts)]
+    height, width = images.shape[-2:]
+    # whole pixels on the map's grid (files written before prepare did this hold fractions)
+    gt_boxes = [pixel_grid_boxes(b[: int(n)], width, height) for b, n in zip(boxes.cpu().numpy(), counts)]
     return BatchMaps(labels.cpu().numpy(), topk.cpu().numpy(), gt_boxes, cams[:, 0], cams[:, 1])
 
 

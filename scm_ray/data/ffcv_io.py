@@ -88,7 +88,16 @@ def scale_boxes(boxes: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -
     """Boxes (K, 4) from a src (w, h) pixel grid to a dst (w, h) grid: x * dst_w / src_w,
     y * dst_h / src_h (the evaluation convention)."""
     sx, sy = dst[0] / src[0], dst[1] / src[1]
-    return (np.asarray(boxes, np.float64).reshape(-1, 4) * [sx, sy, sx, sy]).astype(np.float32)  # (K, 4)
+    return np.asarray(boxes, np.float64).reshape(-1, 4) * [sx, sy, sx, sy]  # (K, 4) float64
+
+
+def pixel_grid_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boxes (K, 4) on a width x height pixel grid as the reference evaluations hold them: every
+    coordinate truncated to a whole pixel (wsolevaluation's int(), exact here because the boxes
+    are scaled in float64) and x1, y1 clipped to width - 1, height - 1 (the released SCM code).
+    Under the +1 IoU convention a fractional or one-past-the-edge corner is a different box."""
+    grid = np.floor(np.asarray(boxes, np.float64).reshape(-1, 4))  # (K, 4)
+    return np.minimum(grid, [width - 1, height - 1, width - 1, height - 1]).clip(min=0)
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -117,7 +126,10 @@ class SplitSource:
         if image.shape[:2] != (r.height, r.width):
             raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]}, record says {r.width}x{r.height}")
         size = stored_size(self.kind, r.width, r.height, self.max_side, self.eval_size, self.short_side)
-        return resize_image(image, size), scale_boxes(r.boxes, (r.width, r.height), size)
+        boxes = scale_boxes(r.boxes, (r.width, r.height), size)  # (K, 4)
+        if self.kind == "eval":  # scored on this grid: whole pixels, like the reference
+            boxes = pixel_grid_boxes(boxes, *size)
+        return resize_image(image, size), boxes.astype(np.float32)
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         r = self.rows[i]

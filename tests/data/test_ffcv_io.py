@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scm_ray.data.ffcv_io import WriterError, check_split, read_info, scale_boxes, stored_size, write_split
+from scm_ray.data.ffcv_io import (
+    WriterError,
+    check_split,
+    pixel_grid_boxes,
+    read_info,
+    scale_boxes,
+    stored_size,
+    write_split,
+)
 from scm_ray.data.records import Record, RecordTable, write_records
 
 # Dropping an FFCV Loader makes numba's finalizers print harmless KeyErrors.
@@ -48,7 +56,7 @@ def test_train_split_round_trip(multibox_dir):
         assert not boxes[n:].any()  # zero padding after the count
 
 
-def test_eval_split_is_stored_resized_with_exact_boxes(multibox_dir):
+def test_eval_split_is_stored_resized_with_whole_pixel_boxes(multibox_dir):
     info = read_info(multibox_dir)
     assert info["splits"]["val"]["image_size"] == 32 and info["splits"]["val"]["kind"] == "eval"
     assert info["max_boxes"] == 3 and info["num_classes"] == 3
@@ -56,8 +64,9 @@ def test_eval_split_is_stored_resized_with_exact_boxes(multibox_dir):
     got = beton_fields(multibox_dir / "val.beton")
     assert got["stored_size"].tolist() == [[32, 32]] * len(rows)
     for r, boxes, n in zip(rows, got["boxes"], got["box_count"].ravel()):
-        expected = r.boxes.astype(np.float64) * [32 / 56, 32 / 40, 32 / 56, 32 / 40]
-        np.testing.assert_allclose(boxes[:n], expected, rtol=0, atol=1e-5)
+        scaled = r.boxes.astype(np.float64) * [32 / 56, 32 / 40, 32 / 56, 32 / 40]
+        expected = np.minimum(np.floor(scaled), 31)  # int() of the scaled box, clipped to the grid
+        np.testing.assert_array_equal(boxes[:n], expected)
 
 
 def test_training_images_keep_aspect_under_max_side(multibox_dir, tmp_path):
@@ -78,6 +87,9 @@ def test_size_and_box_helpers():
     assert stored_size("train", 1000, 500, 400, 224, short_side=250) == (400, 200)  # both caps hold
     assert stored_size("train", 100, 50, 400, 224, short_side=250) == (100, 50)  # never enlarged
     np.testing.assert_allclose(scale_boxes(np.array([[10, 20, 30, 40]]), (100, 200), (50, 50)), [[5, 5, 15, 10]])
+    # int() like wsolevaluation, x1/y1 clipped to size - 1 like the released SCM code
+    grid = pixel_grid_boxes(np.array([[0.9, 3.99999, 223.5, 224.0], [10.0, 0.0, 10.2, 5.7]]), 224, 224)
+    np.testing.assert_array_equal(grid, [[0, 3, 223, 223], [10, 0, 10, 5]])
 
 
 @pytest.mark.timeout(120)
