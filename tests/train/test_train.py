@@ -104,10 +104,12 @@ def test_dataset_given_as_file_uri_is_staged(local_ray, synthetic_dataset, tmp_p
     [
         ("ray.num_workers=8", "ray"),
         ("data.val_split=nope", "data.val_split"),
+        ("model.num_classes=7", "data.root"),  # the dataset has 4
+        ("model.img_size=96 data.resize_size=104 data.crop_size=96", "data.root"),  # val stored at 64 px
     ],
 )
 def test_bad_config_fails_before_any_worker(local_ray, synthetic_dataset, tmp_path, override, key):
-    cfg = _cfg(synthetic_dataset, tmp_path, "bad", override)
+    cfg = _cfg(synthetic_dataset, tmp_path, "bad", *override.split())
     with pytest.raises(ConfigError) as info:
         run_training(cfg)
     assert info.value.key == key
