@@ -24,6 +24,17 @@ def make_accumulator(threshold_step: float, iou_thresholds, num_classes: int) ->
     return LocalizationAccumulator(thresholds, v2_ious=list(iou_thresholds), k=min(5, num_classes))
 
 
+def val_metric_names(threshold_step: float, iou_thresholds, num_classes: int, protocol: str) -> list[str]:
+    """The names evaluate_split reports (without prefix) for these settings, read off a
+    one-image accumulator, so a metric named in a config can be checked before any run."""
+    acc = make_accumulator(threshold_step, iou_thresholds, num_classes)
+    ramp = np.linspace(0, 1, 16).reshape(1, 4, 4)  # (1, 4, 4)
+    acc.update(np.array([0]), np.arange(acc.k)[None], [np.array([[0, 0, 1, 1]])], ramp, ramp)
+    summary = acc.compute(protocol=protocol).summary()
+    return sorted([k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+                  + ["num_images"])
+
+
 class BatchMaps(NamedTuple):
     """What the accumulator needs from one batch, as numpy (off the device and off FFCV's
     reused buffers), so the box extraction can run later or in another thread."""

@@ -65,6 +65,23 @@ def check_prepared_for(root: Path, cfg: TrainJobConfig) -> None:
                                        f"model.img_size={cfg.model.img_size})") from err
 
 
+# What every epoch reports next to the val/ metrics (scm/ and guard/ keys vary with the model).
+EPOCH_KEYS = ("epoch", "global_step", "epoch_seconds", "lr", "scm_active",
+              "train/loss", "train/images_per_s", "train/skipped_steps")
+
+
+def check_metric(cfg: TrainJobConfig, key: str, name: str) -> None:
+    """`name` (the value of config field `key`) must be a metric the epochs report: a typo
+    would otherwise score every checkpoint -inf (Ray only logs it) or fail every trial late."""
+    from scm_ray.inference import val_metric_names
+
+    val = [f"val/{m}" for m in val_metric_names(cfg.eval.threshold_step, cfg.eval.iou_thresholds,
+                                                 cfg.model.num_classes, cfg.eval.protocol)]
+    if name in val or name in EPOCH_KEYS or name.startswith(("scm/", "guard/")):
+        return
+    raise ConfigError(key, f"{name!r} is not a reported metric; one of: {', '.join([*val, *EPOCH_KEYS])}")
+
+
 def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
                   extra_callbacks: list | None = None, train_fn=None):
     """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
@@ -106,6 +123,7 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     from scm_ray import ray_session
 
     check_dataset(cfg)
+    check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
     if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     storage, name, run_dir = resolve_run_dir(cfg, default_name)

@@ -212,13 +212,15 @@ def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
 def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
     """Everything that can fail before a trial starts: data, connection, what fits."""
     from scm_ray import ray_session
-    from scm_ray.train.trainer import check_dataset
+    from scm_ray.train.trainer import check_dataset, check_metric
 
     import ray
 
     from ray import tune
 
     check_dataset(cfg)
+    check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
+    check_metric(cfg, "search.metric", cfg.search.metric)
     if not is_uri(cfg.data.root):  # trials run in Tune's trial folders (and on other nodes)
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     storage, name, experiment = experiment_location(cfg, default_name)

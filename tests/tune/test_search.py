@@ -30,6 +30,14 @@ def test_invalid_search_field_fails_before_anything_starts(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [] and not ray.is_initialized()
 
 
+def test_a_metric_no_epoch_reports_fails_before_anything_starts(tune_dataset, tmp_path, capsys):
+    code = main(["tune", "--config", str(SHIPPED), "--set", f"data.root={tune_dataset}",
+                 "--set", f"ray.storage_path={tmp_path}", "--set", "search.metric=val/gt-known"])
+    assert code == 2
+    assert "search.metric: 'val/gt-known' is not a reported metric" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and not ray.is_initialized()
+
+
 def test_an_existing_experiment_is_resumed_only_when_asked(tune_dataset, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "tuner.pkl").write_bytes(b"")  # what Tune leaves in an experiment
