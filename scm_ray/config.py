@@ -144,9 +144,11 @@ class DataConfig:
     # Held-out split with boxes: per-epoch validation, and threshold choice in the wsol protocol.
     val_split: str = "val"
     test_split: str = "test"
-    # Training pipeline: resize (short side) -> random crop -> flip, as the reference.
+    # Training pipeline: resize -> random crop -> flip, as the reference. "square" resizes both
+    # sides to resize_size (the released SCM code); "short_side" keeps the aspect ratio.
     resize_size: int = 256
     crop_size: int = 224
+    resize_mode: Literal["square", "short_side"] = "square"
     # Per-worker batch sizes.
     batch_size: int = 64
     eval_batch_size: int = 64

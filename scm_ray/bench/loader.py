@@ -114,7 +114,8 @@ def run_benchmark(
     loaders = {
         "torchvision": torchvision_loader(data_dir / "images" / "train", batch_size, num_workers, resize_size,
                                           crop_size, seed),
-        "ffcv": train_loader(data_dir / "train.beton", batch_size, num_workers, resize_size, crop_size, seed),
+        "ffcv": train_loader(data_dir / "train.beton", batch_size, num_workers, resize_size, crop_size, seed,
+                             square=False),  # like torchvision's Resize(resize_size)
     }
     timings = {
         name: LoaderTiming(name, first, n * len(later) / sum(later), epochs, n)

@@ -1,8 +1,8 @@
 """FFCV loaders for training and evaluation, built from explicit arguments.
 
-Training: decode -> the window "resize the short side to resize_size, then a random
-crop_size x crop_size crop" selects -> resampled straight to crop_size (one resample instead of
-two, same geometry as the reference's Resize(256) + RandomCrop(224)) -> random horizontal flip ->
+Training: decode -> the window "resize to resize_size (both sides by default, as the released
+SCM code's Resize((256, 256)); or the short side), then a random crop_size x crop_size crop"
+selects -> resampled straight to crop_size (one resample instead of two, the same geometry) -> random horizontal flip ->
 ImageNet normalisation. FFCV's RandomResizedCrop is a different augmentation (random area and
 aspect), so a decoder with our own crop rule is used. Evaluation: images were stored already
 resized (ffcv_io), so only decode + normalise; boxes are exact stored-image pixels.
@@ -44,12 +44,17 @@ MEAN_255 = np.array([0.485, 0.456, 0.406]) * 255
 STD_255 = np.array([0.229, 0.224, 0.225]) * 255
 
 
-def short_side_random_crop(height: int, width: int, resize_size: float, crop_size: float) -> tuple[int, int, int, int]:
-    """(row, col, crop_h, crop_w) in ORIGINAL pixels of the window that resizing the short side
-    to resize_size and cropping crop_size x crop_size at a uniformly random offset would keep.
+def resize_random_crop(height: int, width: int, resize_size: float, crop_size: float,
+                       square: bool) -> tuple[int, int, int, int]:
+    """(row, col, crop_h, crop_w) in ORIGINAL pixels of the window that resizing to resize_size
+    and cropping crop_size x crop_size at a uniformly random offset would keep. square: resize
+    both sides to resize_size (the released SCM code's Resize((256, 256))); otherwise the short
+    side, keeping the aspect ratio (torchvision's Resize(256)).
     Compiled with numba by FFCV (so: scalars only, numpy random)."""
     H, W = int(height), int(width)
-    if H <= W:
+    if square:
+        rh, rw = resize_size, resize_size
+    elif H <= W:
         rh, rw = resize_size, math.floor(resize_size * W / H)  # torchvision truncates the long side
     else:
         rh, rw = math.floor(resize_size * H / W), resize_size
@@ -74,9 +79,9 @@ def augmentation_seed(seed: int, first_sample: int, sample: int) -> np.uint32:
     return np.uint32(z & u(0xFFFFFFFF))
 
 
-def _seeded_decode(read: Any, resize_size: float, crop_size: float, seed: int):
+def _seeded_decode(read: Any, resize_size: float, crop_size: float, square: bool, seed: int):
     """The decoder's per-batch function (compiled by FFCV): for every image, JPEG decode, the
-    short-side-resize/random-crop window resampled to crop_size, and a random horizontal flip,
+    resize/random-crop window resampled to crop_size, and a random horizontal flip,
     numba's generator reseeded first with `augmentation_seed` in whichever thread runs it."""
     from ffcv.fields.rgb_image import IMAGE_MODES
     from ffcv.libffcv import imdecode, resize_crop
@@ -85,7 +90,7 @@ def _seeded_decode(read: Any, resize_size: float, crop_size: float, seed: int):
     jpeg_mode = IMAGE_MODES["jpg"]
     each = Compiler.get_iterator()
     decode_jpeg, crop_and_resize = Compiler.compile(imdecode), Compiler.compile(resize_crop)
-    window, reseed = Compiler.compile(short_side_random_crop), Compiler.compile(augmentation_seed)
+    window, reseed = Compiler.compile(resize_random_crop), Compiler.compile(augmentation_seed)
 
     def decode(batch_indices, my_storage, metadata, storage_state):
         out, scratch = my_storage
@@ -101,7 +106,7 @@ def _seeded_decode(read: Any, resize_size: float, crop_size: float, seed: int):
             else:
                 pixels = encoded.reshape(h, w, 3)
             np.random.seed(reseed(seed, first, sample))
-            y, x, ch, cw = window(h, w, resize_size, crop_size)
+            y, x, ch, cw = window(h, w, resize_size, crop_size, square)
             crop_and_resize(pixels, y, y + ch, x, x + cw, out[k])
             if np.random.random() < 0.5:
                 out[k] = out[k][:, ::-1].copy()
@@ -111,8 +116,8 @@ def _seeded_decode(read: Any, resize_size: float, crop_size: float, seed: int):
     return decode
 
 
-def _decoder(crop_size: int, resize_size: int, seed: int = 0):
-    """FFCV decoder: JPEG decode + short-side-resize/random-crop window + resample to crop_size
+def _decoder(crop_size: int, resize_size: int, square: bool, seed: int = 0):
+    """FFCV decoder: JPEG decode + resize/random-crop window + resample to crop_size
     + random horizontal flip. Built lazily so importing this module does not import ffcv.
 
     Why it brings its own per-batch function instead of FFCV's loop plus RandomHorizontalFlip:
@@ -130,10 +135,10 @@ def _decoder(crop_size: int, resize_size: int, seed: int = 0):
 
         @property
         def get_crop_generator(self):
-            return short_side_random_crop
+            return resize_random_crop
 
         def generate_code(self):
-            return _seeded_decode(self.memory_read, self.scale, self.ratio, seed)
+            return _seeded_decode(self.memory_read, self.scale, self.ratio, square, seed)
 
     return ResizeRandomCropDecoder()
 
@@ -283,6 +288,7 @@ def train_loader(
     device: str | torch.device = "cpu",
     distributed: bool = False,
     *,
+    square: bool = True,
     drop_last: bool = True,
     channels_last: bool = True,
     batches_ahead: int = 3,
@@ -324,7 +330,7 @@ def train_loader(
         raise ValueError(f"{path}: {per_rank} samples per rank < batch_size {batch_size} with drop_last: no batches")
     pipelines = {
         # The decoder flips too (seeded per image, see _decoder): no FFCV flip op.
-        "image": _image_ops(_decoder(crop_size, resize_size, seed), device, channels_last, flip=False),
+        "image": _image_ops(_decoder(crop_size, resize_size, square, seed), device, channels_last, flip=False),
         "label": _scalar_ops(device),
         "boxes": None, "box_count": None, "orig_size": None, "index": None,
     }
@@ -459,7 +465,7 @@ def loaders_from_config(
     train = val = test = None
     if "train" in splits and (p := beton(cfg.train_split)):
         train = train_loader(p, cfg.batch_size, cfg.num_workers, cfg.resize_size, cfg.crop_size, cfg.seed,
-                             rank, world_size, device, distributed)
+                             rank, world_size, device, distributed, square=cfg.resize_mode == "square")
     if "val" in splits and (p := beton(cfg.val_split)):
         val = eval_loader(p, cfg.eval_batch_size, cfg.num_workers, rank, world_size, device)
     if "test" in splits and (p := beton(cfg.test_split)):

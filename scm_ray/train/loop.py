@@ -130,6 +130,7 @@ def _loaders(cfg: TrainJobConfig, root: Path, rank: int, world: int, device: tor
         str(root / f"{data.train_split}.beton"), batch_size=data.batch_size,
         num_workers=data.num_workers, resize_size=data.resize_size, crop_size=data.crop_size,
         seed=data.seed, rank=rank, world_size=world, device=device, distributed=world > 1,
+        square=data.resize_mode == "square",
     )
     val_data = eval_loader(
         str(root / f"{data.val_split}.beton"), batch_size=data.eval_batch_size,

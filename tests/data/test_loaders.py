@@ -28,15 +28,25 @@ def test_crop_window_matches_resize_then_crop(h, w):
     R, C = 256, 224
     short = min(h, w)
     for _ in range(200):
-        y0, x0, ch, cw = L.short_side_random_crop(h, w, R, C)
+        y0, x0, ch, cw = L.resize_random_crop(h, w, R, C, False)
         assert 0 <= y0 and y0 + ch <= h and 0 <= x0 and x0 + cw <= w
         # The window is crop/resize of the short side, in original pixels (+-1 for rounding).
         assert abs(min(ch, cw) - C * short / R) <= 1.01
 
 
+@pytest.mark.parametrize("h, w", [(375, 500), (500, 333), (64, 64)])
+def test_square_window_is_the_crop_of_both_sides_resized(h, w):
+    """Resize((256, 256)) then a 224 crop keeps 224/256 of EACH side, whatever the aspect."""
+    np.random.seed(2)
+    windows = np.array([L.resize_random_crop(h, w, 256, 224, True) for _ in range(500)])
+    assert np.all(np.abs(windows[:, 2] - 224 * h / 256) <= 1) and np.all(np.abs(windows[:, 3] - 224 * w / 256) <= 1)
+    assert np.all(windows[:, 0] + windows[:, 2] <= h) and np.all(windows[:, 1] + windows[:, 3] <= w)
+    assert windows[:, 0].min() == 0 and windows[:, 0].max() == h - windows[:, 2].max()
+
+
 def test_crop_window_offsets_cover_the_range():
     np.random.seed(1)
-    windows = np.array([L.short_side_random_crop(256, 512, 256, 224) for _ in range(2000)])
+    windows = np.array([L.resize_random_crop(256, 512, 256, 224, False) for _ in range(2000)])
     assert set(windows[:, 2]) == {224} and set(windows[:, 3]) == {224}  # already at resize size: a pure crop
     assert windows[:, 0].min() == 0 and windows[:, 0].max() == 32
     assert windows[:, 1].min() == 0 and windows[:, 1].max() == 512 * 256 // 256 - 224
@@ -148,10 +158,10 @@ def test_cpu_pipeline_normalises_before_to_tensor():
     """FFCV 1.0.2: a jitted op after ToTensor loops code generation forever on CPU."""
     from ffcv.transforms import NormalizeImage, ToDevice, ToTensor
 
-    ops = L._image_ops(L._decoder(48, 56), torch.device("cpu"), True, flip=True)
+    ops = L._image_ops(L._decoder(48, 56, True), torch.device("cpu"), True, flip=True)
     kinds = [type(op) for op in ops]
     assert kinds.index(NormalizeImage) < kinds.index(ToTensor) and ToDevice not in kinds
-    gpu = [type(op) for op in L._image_ops(L._decoder(48, 56), torch.device("cuda:0"), True, flip=True)]
+    gpu = [type(op) for op in L._image_ops(L._decoder(48, 56, True), torch.device("cuda:0"), True, flip=True)]
     assert NormalizeImage not in gpu and gpu.index(ToTensor) < gpu.index(ToDevice)  # uint8 crosses to the GPU
 
 
