@@ -78,15 +78,22 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def box_problem(box: list[float], width: int, height: int) -> str | None:
-    """Why a [x0, y0, x1, y1] box is unusable on a width x height image, or None."""
+    """Why a [x0, y0, x1, y1] box is unusable on a width x height image, or None. A box that
+    only runs past the edge is usable (clip_box): the reference evaluations keep such images."""
     x0, y0, x1, y1 = box
     if not all(np.isfinite(box)):
         return f"non-finite box {box}"
     if x1 <= x0 or y1 <= y0:
         return f"empty box {box} (needs x1 > x0 and y1 > y0)"
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
         return f"box {box} outside the {width}x{height} image"
     return None
+
+
+def clip_box(box: list[float], width: int, height: int) -> list[float]:
+    """The part of a (usable) box inside the width x height image."""
+    x0, y0, x1, y1 = box
+    return [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
 
 
 def check_images(
@@ -117,7 +124,12 @@ def check_images(
             for msg, w in bad[1:]:
                 report.add("bad_box", *w, f"{cand.path}: {msg} (same record)", skip=False)
             continue
-        records.append(Record(cand.path, cand.label, cand.split, width, height, np.array(cand.boxes, np.float32)))
+        boxes = [clip_box(b, width, height) for b in cand.boxes]
+        for before, after, w in zip(cand.boxes, boxes, cand.box_where):
+            if list(before) != after:
+                report.add("box_clipped", *w, f"{cand.path}: box {list(before)} clipped to the "
+                           f"{width}x{height} image: {after}", skip=False)
+        records.append(Record(cand.path, cand.label, cand.split, width, height, np.array(boxes, np.float32)))
         report.written[cand.split] += 1
     return records
 

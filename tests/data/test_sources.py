@@ -102,15 +102,19 @@ def test_cub_bad_input_reported_with_file_and_line(tmp_path):
 def test_cub_box_outside_image_and_malformed_line(tmp_path):
     cub = make_cub(tmp_path)
     write(cub / "bounding_boxes.txt",
-          ["1 2.0 3.0 10.0 20.0", "2 0 0 33 48", "3 5.5 6.5 twenty 30.0", "4 1 1 5 5", "5 10 4 50 30"])
+          ["1 2.0 3.0 10.0 20.0", "2 0 0 33 48", "3 5.5 6.5 twenty 30.0", "4 40 1 5 5", "5 10 4 50 30"])
     conv = convert_cub(cub, progress=False)
-    (box,) = problems(conv, "bad_box")
-    assert box.line == 2 and "outside the 32x48 image" in box.message
+    # past the edge by a pixel: kept, clipped and reported, as the reference evaluations keep it
+    (clipped,) = problems(conv, "box_clipped")
+    assert clipped.line == 2 and "clipped to the 32x48 image: [0.0, 0.0, 32.0, 48.0]" in clipped.message
+    assert [r.boxes.tolist() for r in conv.records if r.path.endswith("img_2.jpg")] == [[[0, 0, 32, 48]]]
+    (box,) = problems(conv, "bad_box")  # wholly outside: nothing to keep
+    assert box.line == 4 and "outside the" in box.message
     (malformed,) = problems(conv, "malformed_line")
     assert malformed.line == 3
     (missing,) = problems(conv, "missing_annotation")  # id 3 lost its only box line
     assert "bounding_boxes.txt" in missing.message
-    assert len(conv.records) == 3
+    assert len(conv.records) == 3 and conv.report.skipped.get("box_clipped", 0) == 0
 
 
 def test_cub_missing_annotation_file_names_it(tmp_path):
