@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scm_ray.config import ConfigError, TrainJobConfig, to_dict
 from scm_ray.data.staging import is_uri
@@ -31,6 +32,43 @@ def resolve_run_dir(cfg: TrainJobConfig, default_name: str) -> tuple[str, str, s
         storage = str(Path(storage).expanduser().resolve())
     name = cfg.ray.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return storage, name, f"{storage.rstrip('/')}/{name}"
+
+
+# Settings a resumed run may change: where things are and how many epochs, not what is trained.
+RESUMABLE_CHANGES = ("ray.", "train.epochs", "train.inject_failure_at_step", "data.root",
+                     "data.cache_dir", "data.num_workers")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
+    """Same ray.name + storage resumes; refuse when the run there was trained with other
+    settings (say --set optim.lr=...), which would otherwise silently continue, or report, the
+    old run. Local storage only: a URI run folder is not read here."""
+    if is_uri(run_dir):
+        return
+    metas = sorted(Path(run_dir).glob("checkpoint_epoch*/meta.json"))
+    if not metas:
+        return
+    try:
+        saved = _flat(json.loads(metas[-1].read_text())["config"])
+    except (OSError, ValueError, KeyError):
+        return  # an unreadable checkpoint is Ray Train's to report when it restores
+    current = _flat(to_dict(cfg))
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+               if not k.startswith(RESUMABLE_CHANGES) and saved.get(k) != current.get(k)]
+    if changed:
+        raise ConfigError("ray.name", f"{run_dir} holds a run trained with other settings "
+                          f"({'; '.join(changed)}); resuming would mix them: choose a new ray.name, "
+                          "or give the run's own settings to continue it")
 
 
 def check_dataset(cfg: TrainJobConfig) -> None:
@@ -127,6 +165,7 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     storage, name, run_dir = resolve_run_dir(cfg, default_name)
+    check_resumable(cfg, run_dir)
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
     problems = ray_session.check_resources(cfg.ray.num_workers, cfg.ray.cpus_per_worker,
                                            cfg.ray.gpus_per_worker, cfg.ray.use_gpu)

@@ -71,6 +71,10 @@ def test_resume_continues_without_redoing_epochs(local_ray, synthetic_dataset, t
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[0] == epoch1  # epoch 1 was not redone
     assert history[1]["global_step"] == 2 * epoch1["global_step"]
+    # the same name with other settings is refused, naming what changed, before anything runs
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.002 -> 0.001") as info:
+        run_training(_cfg(synthetic_dataset, tmp_path, "resume", "train.epochs=3", "optim.lr=1e-3"))
+    assert info.value.key == "ray.name" and read_history(second.run_dir) == history
     # and epoch 2 saw epoch 2's data: the same numbers as a run that was never interrupted
     straight = read_history(run_training(_cfg(synthetic_dataset, tmp_path, "straight")).run_dir)[1]
     compared = [k for k in straight if k.startswith("val/") or k in ("train/loss", "lr")]
