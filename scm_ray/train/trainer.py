@@ -71,6 +71,28 @@ def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
                           "or give the run's own settings to continue it")
 
 
+def check_model(cfg: TrainJobConfig) -> None:
+    """Build the model on the meta device (no memory, no weights): an architecture scm-ray
+    cannot wrap fails here, naming model.name, instead of in every worker and every restart.
+    A local pretrained file missing on this machine is only warned about: on a cluster it
+    may live on the workers' nodes alone."""
+    import dataclasses
+
+    import torch
+
+    from scm_ray.model.build import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(dataclasses.replace(cfg.model, pretrained=""), cfg.scm)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+        raise ConfigError("model.name", f"cannot build {cfg.model.name!r} for WSOL: {err}") from err
+    weights = cfg.model.pretrained
+    if weights and weights != "hub" and not is_uri(weights) and not Path(weights).expanduser().is_file():
+        print(f"[scm-ray] WARNING model.pretrained: {weights} is not a file on this machine; "
+              "the workers must see it", flush=True)
+
+
 def check_dataset(cfg: TrainJobConfig) -> None:
     """A local dataset folder must hold the splits training reads (URIs are checked by workers)."""
     if is_uri(cfg.data.root):
@@ -160,6 +182,7 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     cluster resource is taken when the config cannot work."""
     from scm_ray import ray_session
 
+    check_model(cfg)
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
     if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path

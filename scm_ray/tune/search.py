@@ -212,12 +212,13 @@ def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
 def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
     """Everything that can fail before a trial starts: data, connection, what fits."""
     from scm_ray import ray_session
-    from scm_ray.train.trainer import check_dataset, check_metric
+    from scm_ray.train.trainer import check_dataset, check_metric, check_model
 
     import ray
 
     from ray import tune
 
+    check_model(cfg)
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
     check_metric(cfg, "search.metric", cfg.search.metric)

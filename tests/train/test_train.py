@@ -110,6 +110,7 @@ def test_dataset_given_as_file_uri_is_staged(local_ray, synthetic_dataset, tmp_p
         ("data.val_split=nope", "data.val_split"),
         ("model.num_classes=7", "data.root"),  # the dataset has 4
         ("ray.checkpoint_metric=val/gt-known", "ray.checkpoint_metric"),  # typo: not reported
+        ("model.name=swin_tiny_patch4_window7_224", "model.name"),  # no CLS token to wrap
         ("model.img_size=96 data.resize_size=104 data.crop_size=96", "data.root"),  # val stored at 64 px
     ],
 )
