@@ -31,6 +31,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, truncated or incompatible; the message names the file."""
 
 
+class CheckpointUnavailable(CheckpointError):
+    """The file could not be reached (not found, or an OS error while reading it). Unlike a
+    corrupt file this says nothing about the checkpoint itself: the node may not see the path
+    or a mount may have hiccupped, so a later attempt can succeed."""
+
+
 @dataclass
 class CheckpointData:
     path: Path
@@ -104,9 +110,11 @@ def save_checkpoint(
 
 def _torch_load(path: Path) -> Any:
     if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+        raise CheckpointUnavailable(f"{path}: file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # the read failed (I/O error, file gone meanwhile), not the content
+        raise CheckpointUnavailable(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # corrupt, truncated, or not a weights-only pickle
         raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
 

@@ -5,6 +5,7 @@ import torch
 
 from scm_ray.checkpoint import (
     CheckpointError,
+    CheckpointUnavailable,
     load_checkpoint,
     load_train_state,
     model_from_checkpoint,
@@ -45,10 +46,14 @@ def test_bad_checkpoints_fail_with_the_file_named(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="bad/model.pt: cannot be read"):
+    with pytest.raises(CheckpointError, match="bad/model.pt: cannot be read") as corrupt:
         load_checkpoint(bad)
-    with pytest.raises(CheckpointError, match="file not found"):
+    assert not isinstance(corrupt.value, CheckpointUnavailable)  # the file itself is broken
+    with pytest.raises(CheckpointUnavailable, match="file not found"):  # may be there on another try
         load_checkpoint(tmp_path / "missing")
+    (tmp_path / "only-meta").mkdir()
+    with pytest.raises(CheckpointUnavailable, match="only-meta/model.pt: file not found"):
+        load_checkpoint(tmp_path / "only-meta")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an scm-ray checkpoint"):
         load_checkpoint(tmp_path / "other.pt")

@@ -51,13 +51,15 @@ class EvalOutcome:
 
 def evaluate_checkpoints(checkpoints: str, out: str, cfg: EvaluateJobConfig, data: str | None = None,
                          force: bool = False, progress: Callable | None = None) -> EvalOutcome:
-    """Evaluate every checkpoint under `checkpoints` on the actor pool; results in `out`.
+    """Evaluate every checkpoint under `checkpoints` on the actor pool; results in `out`. Both
+    are local or shared-mount paths: a URI is a ConfigError (copy the run folder first).
 
     `data` (or cfg.data.root) names the dataset; otherwise each checkpoint's own data.root is
     used. Checkpoints already scored with the same model.pt and settings are skipped unless
     `force`. `progress(PoolStatus)` is called while the pool runs.
     """
     start = time.perf_counter()
+    _refuse_uris(checkpoints, out)
     found = _discover(checkpoints)
     out_dir = Path(out).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,20 @@ def evaluate_checkpoints(checkpoints: str, out: str, cfg: EvaluateJobConfig, dat
     table = format_table(mine, cfg.report.sort_by)
     return EvalOutcome(mine, out_dir / "results.parquet", best_row(mine, cfg.report.sort_by), column,
                        len(tasks), len(found) - len(tasks), time.perf_counter() - start, table)
+
+
+def _refuse_uris(checkpoints: str, out: str) -> None:
+    """Evaluation walks the checkpoint tree and writes its table with plain file I/O, so a URI
+    would be read as a relative path (`s3:/bucket/...` under the cwd, Ray's temporary working
+    dir in a job): refuse it before Ray starts rather than lose the results."""
+    if is_uri(checkpoints):
+        raise ConfigError("checkpoints", f"{checkpoints} is a URI; evaluation reads checkpoints from a local "
+                          "folder or a shared mount every node sees: copy the run there first (e.g. "
+                          f"`aws s3 sync {checkpoints} /mnt/shared/runs/RUN`) and give that path as --checkpoints")
+    if is_uri(out):
+        raise ConfigError("out", f"{out} is a URI; evaluation writes results.parquet and plots to a local "
+                          "folder or a shared mount: give that path as --out (and copy it to object storage "
+                          f"afterwards if you want it there, e.g. `aws s3 sync DIR {out}`)")
 
 
 def _discover(path: str) -> list[FoundCheckpoint]:

@@ -13,9 +13,11 @@ SHORTCUTS = {"protocol": "eval.protocol", "heldout": "data.heldout_split", "test
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", required=True, metavar="PATH",
-                        help="a checkpoint folder, a training run folder, or any tree of them (a Tune experiment)")
+                        help="a checkpoint folder, a training run folder, or any tree of them (a Tune experiment); "
+                             "a local or shared-mount path, not a URI")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="output folder: results.parquet, per-checkpoint plots; re-runs skip what it holds")
+                        help="output folder (local or shared mount, not a URI): results.parquet, per-checkpoint plots; "
+                             "re-runs skip what it holds")
     parser.add_argument("--data", metavar="DIR", help="prepared dataset (default: each checkpoint's own data.root)")
     parser.add_argument("--config", help="evaluation YAML (jobs/configs/evaluate_*.yaml); default: built-in defaults")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 RESULTS_FILE = "results.parquet"
+# The one error_kind a re-run skips (worker.CHECKPOINT_ERROR: the file itself is broken).
+PERMANENT_ERROR_KIND = "checkpoint"
 # Leading columns, in this order; then the other test metrics, the held-out ones, timings,
 # provenance, and the config columns last (each group sorted).
 FIRST_COLUMNS = ("checkpoint", "run", "epoch", "status", "error", "error_kind", "protocol", "tau_source",
@@ -49,11 +51,12 @@ def write_results(out_dir: str | Path, rows: list[dict]) -> Path:
 
 def reusable(previous: dict | None, fingerprint: str, eval_key: str) -> bool:
     """Whether an earlier row still answers for this checkpoint: same model.pt, same settings,
-    and either scored or failed for a defect of the file itself (which would only repeat)."""
+    and either scored or failed for a defect of the file itself (which would only repeat). Any
+    other failure (a file this node could not reach, a dead actor, the dataset) may pass now."""
     if previous is None:
         return False
     same = previous.get("fingerprint") == fingerprint and previous.get("eval_key") == eval_key
-    return same and (previous.get("status") == "ok" or previous.get("error_kind") == "checkpoint")
+    return same and (previous.get("status") == "ok" or previous.get("error_kind") == PERMANENT_ERROR_KIND)
 
 
 def eval_key(settings: dict) -> str:

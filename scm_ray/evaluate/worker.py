@@ -22,15 +22,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from scm_ray.checkpoint import CheckpointData, CheckpointError, load_checkpoint, model_from_checkpoint
+from scm_ray.checkpoint import (
+    CheckpointData,
+    CheckpointError,
+    CheckpointUnavailable,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from scm_ray.config import EvaluateJobConfig
 from scm_ray.evaluate.plots import OverlaySamples, curves_png, overlays_png
 from scm_ray.inference import BatchMaps, batch_maps, make_accumulator, update_accumulator
 from scm_ray.metrics import LocalizationAccumulator, LocalizationResult
 
 # error_kind values. Only a defect of the checkpoint file itself is certain to repeat while the
-# file is unchanged, so only that kind is remembered between runs (see results.py).
+# file is unchanged, so only that kind is remembered between runs (see results.py). A file this
+# process could not reach (not found, an I/O error) is "unavailable": the node may not see the
+# path or a mount may have hiccupped, so a re-run tries it again.
 CHECKPOINT_ERROR = "checkpoint"
+UNAVAILABLE_ERROR = "unavailable"
 DATA_ERROR = "data"
 RUN_ERROR = "error"
 ACTOR_ERROR = "actor"
@@ -186,6 +195,8 @@ class CheckpointEvaluator:
         started = time.time()
         try:
             report = self._evaluate(Path(checkpoint), data_root, title or Path(checkpoint).name)
+        except CheckpointUnavailable as exc:
+            report = failed_report(UNAVAILABLE_ERROR, str(exc))
         except CheckpointError as exc:
             report = failed_report(CHECKPOINT_ERROR, str(exc))
         except DataError as exc:

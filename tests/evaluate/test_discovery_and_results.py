@@ -81,6 +81,8 @@ def test_reuse_rule():
     assert not reusable(ok, "1:2", eval_key({"eval": {"protocol": "paper"}}))  # other settings
     assert reusable({**ok, "status": "failed", "error_kind": "checkpoint"}, "1:2", key)  # would fail again
     assert not reusable({**ok, "status": "failed", "error_kind": "actor"}, "1:2", key)  # may pass now
+    # model.pt not found / unreadable on the node that tried it: a mount may be back now
+    assert not reusable({**ok, "status": "failed", "error_kind": "unavailable"}, "1:2", key)
     assert not reusable(None, "1:2", key)
 
 
@@ -161,6 +163,34 @@ def test_bad_settings_fail_before_ray(tmp_path, capsys):
     assert "data.root: dataset folder not found" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoints", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "checkpoints:" in capsys.readouterr().err
+
+
+def test_uris_for_checkpoints_and_out_are_refused_before_ray(tmp_path, monkeypatch, capsys):
+    """Evaluation reads and writes plain files: `s3://b/x` must not become `<cwd>/s3:/b/x`."""
+    import ray
+
+    from scm_ray.cli import main
+    from scm_ray.config import ConfigError, EvaluateJobConfig
+    from scm_ray.evaluate import evaluate_checkpoints
+
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.chdir(tmp_path)
+    run = _checkpoint(tmp_path / "run" / "checkpoint_epoch0001").parent
+    assert main(["evaluate", "--checkpoints", "s3://bucket/runs/r", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints: s3://bucket/runs/r is a URI" in err and "aws s3 sync s3://bucket/runs/r" in err
+    assert main(["evaluate", "--checkpoints", str(run), "--out", "s3://bucket/eval"]) == 2
+    err = capsys.readouterr().err
+    assert "out: s3://bucket/eval is a URI" in err and "give that path as --out" in err
+    with pytest.raises(ConfigError) as refused:
+        evaluate_checkpoints(str(run), "gs://bucket/eval", EvaluateJobConfig())
+    assert refused.value.key == "out"
+    with pytest.raises(ConfigError) as refused:
+        evaluate_checkpoints("file:///tmp/runs/r", str(tmp_path / "out"), EvaluateJobConfig())
+    assert refused.value.key == "checkpoints"
+    assert not ray.is_initialized()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no s3:/ gs:/ out/ folder made
 
 
 

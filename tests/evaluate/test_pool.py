@@ -1,7 +1,8 @@
 """The actor pool on a real local Ray (2 CPUs) over real checkpoints from a short synthetic
 training and real FFCV files: numbers identical to a single-process evaluation, a corrupt
-checkpoint as a failed row, re-runs that reuse the table, parallel actors, and an actor killed
-mid-run.
+checkpoint as a failed row, re-runs that reuse the table, parallel actors, an actor killed
+mid-run, a checkpoint that crashes every actor it is given (it fails alone), and actors that die
+while starting.
 
 Why one module-scoped Ray session, tree and first run: starting Ray, training and compiling
 FFCV pipelines cost tens of seconds each on 2 cores; every test reads the same results.
@@ -9,6 +10,7 @@ FFCV pipelines cost tens of seconds each on 2 cores; every test reads the same r
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +22,7 @@ ray = pytest.importorskip("ray")
 from scm_ray.checkpoint import model_from_checkpoint  # noqa: E402
 from scm_ray.config import EvaluateJobConfig, TrainJobConfig, load_config  # noqa: E402
 from scm_ray.evaluate import evaluate_checkpoints  # noqa: E402
+from scm_ray.evaluate.pool import TEST_CRASH_ENV  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -28,6 +31,19 @@ BATCH = 16
 STEP = 0.05
 GOOD = ["checkpoint_epoch0001", "checkpoint_epoch0002", "checkpoint_epoch0003"]
 CORRUPT = "checkpoint_epoch0099"
+CRASH_MARKER = "CRASH_THIS_ACTOR"  # a checkpoint folder holding this file crashes its actor
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crash_trigger():
+    """Set before local_ray starts Ray (autouse runs first), so every actor process sees it."""
+    previous = os.environ.get(TEST_CRASH_ENV)
+    os.environ[TEST_CRASH_ENV] = CRASH_MARKER
+    yield
+    if previous is None:
+        os.environ.pop(TEST_CRASH_ENV)
+    else:
+        os.environ[TEST_CRASH_ENV] = previous
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +217,53 @@ def test_paper_protocol_in_process_and_a_missing_dataset(run_dir, dataset, refer
     missing = evaluator.evaluate(str(run_dir / GOOD[0]), str(dataset / "nowhere"))
     assert missing.row["status"] == "failed" and missing.row["error_kind"] == "data"
     assert "nowhere" in missing.row["error"]
+
+
+def test_a_checkpoint_that_kills_its_actor_fails_alone(run_dir, reference, tmp_path):
+    """One actor: the first checkpoint crashes every actor it is handed to (as an OOM kill or a
+    native crash would). It fails after max_retries + 1 actors; a replacement still evaluates
+    every checkpoint after it, and a folder without its model.pt fails as "unavailable"."""
+    tree = tmp_path / "run"
+    for name in GOOD:
+        shutil.copytree(run_dir / name, tree / name)
+    shutil.copytree(run_dir / GOOD[0], tree / "checkpoint_epoch0000")
+    (tree / "checkpoint_epoch0000" / CRASH_MARKER).touch()
+    (tree / "checkpoint_epoch0004").mkdir()
+    shutil.copy(run_dir / GOOD[0] / "meta.json", tree / "checkpoint_epoch0004")  # model.pt missing
+
+    outcome = evaluate_checkpoints(str(tree), str(tmp_path / "out"), _cfg("ray.num_actors=1", "ray.max_retries=1"))
+    rows = _by_name(outcome.rows)
+    crashed = rows["checkpoint_epoch0000"]
+    assert crashed["status"] == "failed" and crashed["error_kind"] == "actor" and crashed["attempts"] == 2
+    assert "each of the 2 actors that evaluated it died (ray.max_retries=1)" in crashed["error"]
+    _assert_matches(rows, reference)
+    assert len({rows[name]["actor_name"] for name in GOOD}) == 1
+    assert all(rows[name]["attempts"] == 1 for name in GOOD)
+    missing = rows["checkpoint_epoch0004"]
+    assert missing["status"] == "failed" and missing["error_kind"] == "unavailable"
+    assert "checkpoint_epoch0004/model.pt: file not found" in missing["error"]
+    assert outcome.evaluated == 5 and len(outcome.failed) == 2
+
+
+def test_actors_that_die_while_starting_are_replaced_up_to_a_cap(local_ray, tmp_path):
+    """A broken environment (here: a config the actors' constructor rejects) kills every actor
+    as it starts: the pool replaces them max_retries times, then fails the waiting checkpoints
+    with the reason, without charging them an attempt."""
+    from scm_ray.evaluate.pool import ActorPool, Task
+
+    cfg = _cfg("ray.num_actors=1", "ray.max_retries=2")
+    cfg.eval.threshold_step = -1.0  # invalid past load_config's checks: EvalActor.__init__ raises
+    outcomes: dict[str, dict] = {}
+    pool = ActorPool(cfg, 1)
+    try:
+        pool.run([Task(str(tmp_path / f"c{i}"), "", f"c{i}") for i in range(2)],
+                 lambda task, report, member: outcomes.update({task.title: {**report.row, "attempts": task.attempts}}))
+    finally:
+        pool.shutdown()
+    assert pool.spawned == 3 and len(pool.startup_deaths) == 3
+    assert sorted(outcomes) == ["c0", "c1"]
+    for row in outcomes.values():
+        assert row["status"] == "failed" and row["error_kind"] == "actor" and row["attempts"] == 0
+        assert row["error"].startswith("no evaluation actor left: 3 died while starting")
+        assert row["error"].endswith("eval.threshold_step: must be in (0, 0.5], e.g. 0.01 or 0.001; got -1.0")
+
