@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_and_ends_with_its_summary_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "scm_ray.cli", "demo", "--out", str(out),
          "--num-train", "256", "--num-val", "64", "--num-test", "64",
-         "--set", "train.epochs=2", "--set", "data.eval_batch_size=64"],
+         "--set", "train.epochs=2", "--set", "data.eval_batch_size=64", "--set", "train.log_every_steps=2"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     output = proc.stdout + proc.stderr
@@ -35,6 +35,7 @@ def test_demo_runs_end_to_end_and_ends_with_its_summary_line(tmp_path):
     assert all(0.0 <= float(v) <= 100.0 for v in match.groups())
     for step in ("1/4", "2/4", "3/4", "4/4"):
         assert f"[demo] {step}" in proc.stdout
+    assert "[scm-ray] epoch 1 step 2/4 | loss" in output  # in-epoch progress from rank 0
 
     # every checkpoint the run kept was evaluated, with its pictures
     rows = pq.read_table(out / "results" / "results.parquet").to_pylist()

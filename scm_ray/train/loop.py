@@ -75,6 +75,7 @@ def train_worker(loop_config: dict) -> None:
         loss, seen, skipped, global_step = _train_epoch(
             step_fn, model, optimizer, scheduler, train_data, steps_per_epoch, device, use_bf16,
             cfg.optim.grad_clip, global_step, cfg.train.inject_failure_at_step, run_dir, rank,
+            epoch + 1, cfg.train.log_every_steps,
         )
         train_seconds = time.perf_counter() - t0
         metrics = _epoch_metrics(model, loss, seen, skipped, train_seconds, optimizer, world, device)
@@ -182,11 +183,14 @@ def _read_history(directory: Path) -> list[dict]:
 
 
 def _train_epoch(step_fn, model, optimizer, scheduler, loader, steps: int, device, use_bf16: bool,
-                 grad_clip: float, global_step: int, fail_at: int, run_dir: str, rank: int):
-    """One epoch; returns (summed loss, samples, skipped steps, global step) for this rank."""
+                 grad_clip: float, global_step: int, fail_at: int, run_dir: str, rank: int,
+                 epoch: int, log_every: int):
+    """One epoch; returns (summed loss, samples, skipped steps, global step) for this rank.
+    Rank 0 prints a progress line every `log_every` steps (a long epoch is otherwise silent)."""
     model.train()
     total_loss = torch.zeros((), device=device)
     seen, skipped = 0, 0
+    start = time.perf_counter()
     for i, (images, labels) in enumerate(loader):
         if i >= steps:
             break
@@ -209,6 +213,10 @@ def _train_epoch(step_fn, model, optimizer, scheduler, loader, steps: int, devic
         global_step += 1
         total_loss += loss.detach() * labels.shape[0]
         seen += labels.shape[0]
+        if rank == 0 and (i + 1) % log_every == 0 and i + 1 < steps:
+            rate = seen / max(time.perf_counter() - start, 1e-9)
+            print(f"[scm-ray] epoch {epoch} step {i + 1}/{steps} | loss {loss.item():.4f} | "
+                  f"{rate:.0f} img/s on rank 0", flush=True)
     return total_loss, seen, skipped, global_step
 
 
