@@ -31,6 +31,11 @@ class ConfigError(ValueError):
         self.message = message
         super().__init__(f"{key}: {message}" if key else message)
 
+    def __reduce__(self):
+        """Pickle as (key, message): a ConfigError raised in a Ray actor or worker then reaches
+        the driver as itself (the default would call __init__ with one argument and fail)."""
+        return type(self), (self.key, self.message)
+
     def prefixed(self, prefix: str) -> "ConfigError":
         key = f"{prefix}.{self.key}" if self.key else prefix
         return ConfigError(key, self.message)
@@ -440,7 +445,8 @@ class EvalPoolConfig:
     use_gpu: bool = False
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 1.0
-    # How often one checkpoint is re-run after the actor running it died.
+    # How often one checkpoint is re-run after the actor running it died; also how many actors
+    # that die while starting are replaced before the pool gives up.
     max_retries: int = 2
     # Threads per actor turning maps into boxes while the model runs the next batch; 0 = one
     # per CPU of the actor.

@@ -100,3 +100,11 @@ def test_every_shipped_yaml_loads(path):
     kind = path.name.split("_", 1)[0]
     assert kind in JOB_CONFIGS, f"{path.name}: name must start with one of {sorted(JOB_CONFIGS)}"
     load_config(JOB_CONFIGS[kind], path)
+
+
+def test_config_error_survives_pickling():
+    """Ray ships a worker's or actor's exception to the driver by pickling it."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(ConfigError("data.root", "dataset folder not found")))
+    assert isinstance(err, ConfigError) and err.key == "data.root" and str(err) == "data.root: dataset folder not found"
