@@ -271,10 +271,12 @@ class ActorPool:
 
 
 def _death_reason(exc: Exception) -> str:
-    """One line: Ray's own first line, or for an error that could not be unpickled the last
-    line of its original traceback (the exception itself, not Ray's pointer to the docs)."""
+    """One line: Ray's own first line, or, for an error raised by the actor's constructor or one
+    that could not be unpickled, the last line of its original traceback (the exception itself,
+    not Ray's pointer to the actor or the docs)."""
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
     lines = text.splitlines()
-    return lines[-1].strip() if isinstance(exc, UnserializableException) else lines[0]
+    from_traceback = isinstance(exc, UnserializableException) or "error raised in its creation task" in lines[0]
+    return lines[-1].strip() if from_traceback else lines[0]
