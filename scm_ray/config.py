@@ -285,6 +285,12 @@ class RayConfig:
         check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check(self.gpus_per_worker > 0, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
+        check(
+            not (self.use_gpu and self.num_workers > 1 and self.gpus_per_worker < 1),
+            "gpus_per_worker",
+            f"must be >= 1 with use_gpu and several workers (NCCL refuses two ranks on one GPU), "
+            f"got {self.gpus_per_worker}",
+        )
         check(bool(self.storage_path), "storage_path", "must name a folder or URI")
         check(self.num_to_keep >= 1, "num_to_keep", f"must be >= 1, got {self.num_to_keep}")
         check(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited")

@@ -108,3 +108,12 @@ def test_config_error_survives_pickling():
 
     err = pickle.loads(pickle.dumps(ConfigError("data.root", "dataset folder not found")))
     assert isinstance(err, ConfigError) and err.key == "data.root" and str(err) == "data.root: dataset folder not found"
+
+
+def test_several_gpu_workers_need_a_whole_gpu_each():
+    with pytest.raises(ConfigError, match="ray.gpus_per_worker: must be >= 1 with use_gpu"):
+        load_config(TrainJobConfig, REPO / "jobs" / "configs" / "train_cub.yaml",
+                    ["ray.use_gpu=true", "ray.num_workers=2", "ray.gpus_per_worker=0.5"])
+    one = load_config(TrainJobConfig, REPO / "jobs" / "configs" / "train_cub.yaml",
+                      ["ray.use_gpu=true", "ray.num_workers=1", "ray.gpus_per_worker=0.5"])
+    assert one.ray.gpus_per_worker == 0.5  # one rank may share a GPU with something else

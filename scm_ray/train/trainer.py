@@ -201,12 +201,26 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     try:
         result = build_trainer(cfg, storage, name, run_dir).fit()
     except Exception as exc:  # Ray Train V2 raises the workers' error once retries are spent
-        outcome = TrainingOutcome(run_dir, 0, {}, None, None, _count_failures(run_dir),
-                                  time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
+        done = _history_or_empty(run_dir)  # the epochs finished before the error still count
+        kept = [] if is_uri(run_dir) else sorted(Path(run_dir).glob("checkpoint_epoch*"))
+        outcome = TrainingOutcome(run_dir, len(done), done[-1] if done else {}, None,
+                                  str(kept[-1]) if kept else None,
+                                  _count_failures(run_dir), time.perf_counter() - start,
+                                  error=f"{type(exc).__name__}: {exc}")
     else:
         outcome = _outcome(result, run_dir, cfg, time.perf_counter() - start)
     _write_summary(outcome, cfg)
     return outcome
+
+
+def _history_or_empty(run_dir: str) -> list[dict]:
+    """metrics.parquet's rows, or [] when no epoch finished (or the file cannot be read)."""
+    from scm_ray.train.history import read_history
+
+    try:
+        return read_history(run_dir)
+    except (OSError, ValueError):
+        return []
 
 
 def _outcome(result, run_dir: str, cfg: TrainJobConfig, seconds: float) -> TrainingOutcome:

@@ -93,6 +93,18 @@ def test_worker_failure_restarts_from_latest_checkpoint(local_ray, synthetic_dat
     assert "worker failures 1" in (Path(outcome.run_dir) / "summary.txt").read_text()
 
 
+def test_a_run_that_fails_for_good_still_says_what_it_finished(local_ray, synthetic_dataset, tmp_path):
+    steps_per_epoch = 128 // (16 * 2)
+    cfg = _cfg(synthetic_dataset, tmp_path, "broken", "ray.max_failures=0",
+               f"train.inject_failure_at_step={steps_per_epoch + 1}")  # mid epoch 2, no restart
+    outcome = run_training(cfg)
+    assert outcome.error is not None and "injected failure" in outcome.error
+    assert outcome.epochs_done == 1 and outcome.metrics["epoch"] == 1
+    assert outcome.latest_checkpoint.endswith("checkpoint_epoch0001")
+    summary = (Path(outcome.run_dir) / "summary.txt").read_text()
+    assert "epochs          1 / 2" in summary and "injected failure" in summary
+
+
 def test_dataset_given_as_file_uri_is_staged(local_ray, synthetic_dataset, tmp_path):
     cache = tmp_path / "cache"
     cfg = _cfg(synthetic_dataset, tmp_path, "uri", "train.epochs=1",
