@@ -127,9 +127,25 @@ def _check_dataset(root: str, cfg: EvaluateJobConfig) -> None:
 
 
 def _settings(cfg: EvaluateJobConfig, root: str) -> dict:
-    """What changes a row's numbers (not its pictures)."""
+    """What changes a row's numbers (not its pictures): the eval section, the splits, the
+    precision the actors will run in, and the dataset itself (its dataset.json, which a
+    re-prepare at the same path rewrites)."""
     heldout = cfg.data.heldout_split if cfg.eval.protocol == "wsol" else None
-    return {"eval": to_dict(cfg.eval), "data_root": root, "heldout": heldout, "test": cfg.data.test_split}
+    pool = cfg.ray
+    bf16 = pool.precision == "bf16" or (pool.precision == "auto" and pool.use_gpu)
+    return {"eval": to_dict(cfg.eval), "data_root": root, "heldout": heldout, "test": cfg.data.test_split,
+            "precision": "bf16" if bf16 else "fp32", "dataset": _dataset_identity(root)}
+
+
+def _dataset_identity(root: str) -> str | None:
+    """A hash of the dataset's description, or None where it cannot be read from here."""
+    import hashlib
+
+    try:
+        text = (Path(root) / "dataset.json").read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha256(text).hexdigest()[:12]
 
 
 def _plan(found: list[FoundCheckpoint], rows: dict[str, dict], cfg: EvaluateJobConfig, override: str,

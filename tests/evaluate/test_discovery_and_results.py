@@ -200,3 +200,19 @@ def test_the_ray_free_parts_import_without_ray(module):
     import tests.test_no_ray as no_ray  # module access: pytest must not collect its test twice
 
     no_ray.test_core_imports_without_ray(module)
+
+
+def test_settings_that_change_numbers_change_the_key(tmp_path):
+    """Precision and the dataset itself are part of what a reused row must match."""
+    from scm_ray.config import EvaluateJobConfig, load_config
+    from scm_ray.evaluate.api import _settings
+
+    (tmp_path / "dataset.json").write_text('{"splits": {}}')
+    cpu = load_config(EvaluateJobConfig, None, [])
+    gpu = load_config(EvaluateJobConfig, None, ["ray.use_gpu=true"])
+    fp32_gpu = load_config(EvaluateJobConfig, None, ["ray.use_gpu=true", "ray.precision=fp32"])
+    key = eval_key(_settings(cpu, str(tmp_path)))
+    assert eval_key(_settings(gpu, str(tmp_path))) != key  # auto = bf16 on GPUs
+    assert eval_key(_settings(fp32_gpu, str(tmp_path))) == key  # fp32 wherever it runs
+    (tmp_path / "dataset.json").write_text('{"splits": {"test": {}}}')  # prepared again
+    assert eval_key(_settings(cpu, str(tmp_path))) != key
