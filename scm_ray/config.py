@@ -607,6 +607,18 @@ def from_dict(cls: type[T], data: dict | None) -> T:
     return _from_dict(cls, data or {})
 
 
+def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}; lists stay whole (one field)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def to_dict(config: Any) -> dict:
     """Plain, YAML- and pickle-friendly dict of a config dataclass (the form that crosses Ray)."""
     return dataclasses.asdict(config)

@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scm_ray.config import flatten
+
 RESULTS_FILE = "results.parquet"
 # The one error_kind a re-run skips (worker.CHECKPOINT_ERROR: the file itself is broken).
 PERMANENT_ERROR_KIND = "checkpoint"
@@ -64,18 +66,6 @@ def eval_key(settings: dict) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}; lists stay whole (one field)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def with_varying_config(rows: list[dict]) -> list[dict]:

@@ -7,9 +7,8 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from scm_ray.config import ConfigError, TrainJobConfig, to_dict
+from scm_ray.config import ConfigError, TrainJobConfig, flatten, to_dict
 from scm_ray.data.staging import is_uri
 
 
@@ -39,16 +38,6 @@ RESUMABLE_CHANGES = ("ray.", "train.epochs", "train.inject_failure_at_step", "da
                      "data.cache_dir", "data.num_workers")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
     """Same ray.name + storage resumes; refuse when the run there was trained with other
     settings (say --set optim.lr=...), which would otherwise silently continue, or report, the
@@ -59,10 +48,10 @@ def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
     if not metas:
         return
     try:
-        saved = _flat(json.loads(metas[-1].read_text())["config"])
+        saved = flatten(json.loads(metas[-1].read_text())["config"])
     except (OSError, ValueError, KeyError):
         return  # an unreadable checkpoint is Ray Train's to report when it restores
-    current = _flat(to_dict(cfg))
+    current = flatten(to_dict(cfg))
     changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
                if not k.startswith(RESUMABLE_CHANGES) and saved.get(k) != current.get(k)]
     if changed:
