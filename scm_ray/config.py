@@ -186,8 +186,9 @@ class OptimConfig:
     weight_decay: float = 0.05
     eps: float = 1e-8
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    # "step": multiply by step_gamma at each epoch in step_milestones (the reference: [30] with
-    # 30 epochs, i.e. constant); "cosine": down to min_lr; "constant".
+    # "step": step_milestones are 1-based epochs at whose start the lr is multiplied by
+    # step_gamma (CUB as released: [30], so epoch 30 runs at lr/10); "cosine": down to min_lr over
+    # all epochs; "constant". `scm-ray config show --schedule` prints the lr per epoch.
     schedule: Literal["step", "cosine", "constant"] = "step"
     step_milestones: list[int] = field(default_factory=lambda: [30])
     step_gamma: float = 0.1

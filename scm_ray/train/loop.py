@@ -28,7 +28,7 @@ from scm_ray.data.staging import stage_dataset
 from scm_ray.inference import evaluate_split
 from scm_ray.model import build_model, param_groups
 from scm_ray.train.history import append_history
-from scm_ray.train.schedule import build_scheduler, lr_multiplier
+from scm_ray.train.schedule import build_scheduler, last_step_lr, lr_multiplier
 
 
 class NonFiniteLossError(RuntimeError):
@@ -78,7 +78,7 @@ def train_worker(loop_config: dict) -> None:
             epoch + 1, cfg.train.log_every_steps,
         )
         train_seconds = time.perf_counter() - t0
-        metrics = _epoch_metrics(model, loss, seen, skipped, train_seconds, optimizer, world, device)
+        metrics = _epoch_metrics(model, loss, seen, skipped, train_seconds, scheduler, world, device)
         metrics["epoch"] = epoch + 1
         metrics["global_step"] = global_step
         metrics["scm_active"] = int(model.uses_scm)
@@ -232,7 +232,7 @@ def _maybe_inject_failure(global_step: int, fail_at: int, run_dir: str) -> None:
     raise RuntimeError(f"injected failure at global step {fail_at} (train.inject_failure_at_step)")
 
 
-def _epoch_metrics(model, loss_sum, seen, skipped, seconds, optimizer, world, device) -> dict:
+def _epoch_metrics(model, loss_sum, seen, skipped, seconds, scheduler, world, device) -> dict:
     """Loss/throughput summed over ranks, lr, per-block lambda/beta and the SCM guard counts."""
     guards = model.scm.pop_guard_counts() if model.scm is not None else {}
     stats = torch.tensor([loss_sum.item(), seen, skipped, seconds,
@@ -247,7 +247,7 @@ def _epoch_metrics(model, loss_sum, seen, skipped, seconds, optimizer, world, de
         "train/loss": loss_sum / max(seen, 1),
         "train/images_per_s": seen / max(seconds / world, 1e-9),
         "train/skipped_steps": int(skipped),
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": last_step_lr(scheduler),  # in effect during the epoch (at its last step)
         "guard/alpha_capped": int(a), "guard/beta_clamped": int(b), "guard/nonfinite": int(n),
     }
     if model.scm is not None:
