@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import timm
 import torch
 from torch import nn
 
 from scm_ray.config import ModelConfig, SCMConfig
+from scm_ray.model.pretrained import create_with_weights, weights_file
 from scm_ray.model.scm import SpatialCalibration
 from scm_ray.model.wsol import WSOLModel
 
@@ -23,50 +22,19 @@ def build_backbone(
     num_heads: int | None = None,
     pretrained: str = "",
 ) -> nn.Module:
-    """A timm ViT/DeiT at the given resolution; weights from a local file or, when
-    `pretrained == "hub"`, from timm's hub (never used by tests)."""
+    """A timm ViT/DeiT at the given resolution, its weights (if any) loaded by timm itself from
+    the local file `pretrained` stands for (scm_ray/model/pretrained.py: "", "hub" or a path)."""
     kwargs: dict = dict(img_size=img_size, patch_size=patch_size, drop_path_rate=drop_path_rate)
     for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
         if value is not None:
             kwargs[key] = value
+    file = weights_file(pretrained, name)
     try:
-        model = timm.create_model(name, pretrained=pretrained == "hub", num_classes=0, **kwargs)
+        if file:
+            return create_with_weights(name, file, pretrained, num_classes=0, **kwargs)
+        return timm.create_model(name, num_classes=0, **kwargs)
     except RuntimeError as exc:  # timm's "Unknown model (...)"
         raise ValueError(f"model.name: timm cannot build {name!r}: {exc}") from None
-    if pretrained and pretrained != "hub":
-        load_backbone_weights(model, Path(pretrained))
-    return model
-
-
-def load_backbone_weights(model: nn.Module, path: Path) -> None:
-    """Load a local timm-format checkpoint, resizing pos_embed to this grid; the classifier
-    head is dropped (the conv head replaces it)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained: weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-    state = {k: v for k, v in state.items() if not k.startswith(("head.", "head_dist."))}
-    if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
-        from timm.layers import resample_abs_pos_embed
-
-        state["pos_embed"] = resample_abs_pos_embed(
-            state["pos_embed"],
-            new_size=model.patch_embed.grid_size,
-            num_prefix_tokens=model.num_prefix_tokens,
-        )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"model.pretrained: {path} does not match the backbone: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
 
 
 def build_scm(cfg: SCMConfig) -> SpatialCalibration | None:

@@ -63,8 +63,7 @@ def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
 def check_model(cfg: TrainJobConfig) -> None:
     """Build the model on the meta device (no memory, no weights): an architecture scm-ray
     cannot wrap fails here, naming model.name, instead of in every worker and every restart.
-    A local pretrained file missing on this machine is only warned about: on a cluster it
-    may live on the workers' nodes alone."""
+    Then the pretrained weights: see check_pretrained."""
     import dataclasses
 
     import torch
@@ -76,10 +75,27 @@ def check_model(cfg: TrainJobConfig) -> None:
             build_model(dataclasses.replace(cfg.model, pretrained=""), cfg.scm)
     except (TypeError, ValueError, RuntimeError, AssertionError) as err:
         raise ConfigError("model.name", f"cannot build {cfg.model.name!r} for WSOL: {err}") from err
+    check_pretrained(cfg)
+
+
+def check_pretrained(cfg: TrainJobConfig) -> None:
+    """Resolve model.pretrained once, on the driver, before Ray starts: "hub" is fetched into
+    this machine's Hugging Face cache (or fails within seconds when the hub is out of reach),
+    and the weights are loaded into the backbone by timm, so a file of another architecture is
+    refused here, naming the mismatched keys. A local file missing on this machine is only
+    warned about: on a cluster it may live on the workers' nodes alone."""
+    from scm_ray.model.build import build_backbone
+
     weights = cfg.model.pretrained
-    if weights and weights != "hub" and not is_uri(weights) and not Path(weights).expanduser().is_file():
+    if not weights:
+        return
+    if weights != "hub" and not Path(weights).expanduser().is_file():
         print(f"[scm-ray] WARNING model.pretrained: {weights} is not a file on this machine; "
               "the workers must see it", flush=True)
+        return
+    m = cfg.model
+    build_backbone(m.name, m.img_size, m.patch_size, m.drop_path_rate, m.embed_dim, m.depth,
+                   m.num_heads, pretrained=weights)
 
 
 def check_dataset(cfg: TrainJobConfig) -> None:

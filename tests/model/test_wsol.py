@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from scm_ray.config import SCMConfig
+from scm_ray.config import ConfigError, SCMConfig
 from scm_ray.model import WSOLModel, build_model, inference_state_dict, minmax, param_groups
 
 
@@ -145,7 +145,7 @@ def test_pretrained_from_local_file_with_resized_grid(tiny_model_cfg, tmp_path):
     model = build_model(cfg, None)
     assert torch.equal(model.backbone.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
     assert model.backbone.pos_embed.shape == (1, 65, 48)
-    with pytest.raises(FileNotFoundError, match="model.pretrained"):
+    with pytest.raises(ConfigError, match="model.pretrained: weights file not found"):
         build_model(dataclasses.replace(tiny_model_cfg, pretrained=str(tmp_path / "nope.pth")))
 
 
