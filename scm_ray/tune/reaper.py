@@ -9,7 +9,7 @@ two Ray instances on one host apart. A group left behind holds the CPUs/GPUs the
 waits for, so with concurrency capped to what fits, the search stalls.
 
 So every trial's rank-0 worker records its worker group's placement group in the trial's run
-folder (`trial_worker`), and the driver removes the recorded groups once the trial is over
+folder (`record_worker_group`), and the driver removes the recorded groups once the trial is over
 (`WorkerGroupReaper`). Only public Ray APIs are used.
 """
 
@@ -28,16 +28,12 @@ GROUPS_FOLDER = "placement_groups"  # in a trial's run folder: one empty file pe
 _HELD = ("PENDING", "PREPARED", "CREATED", "RESCHEDULING")
 
 
-def trial_worker(loop_config: dict) -> None:
-    """A trial's Ray Train worker function: rank 0 records the placement group the worker group
-    runs in, then the ordinary training loop runs."""
-    from scm_ray.train.loop import train_worker
-
+def record_worker_group(run_dir: str) -> None:
+    """Rank 0 of a trial's worker group records the placement group it runs in."""
     if ray.train.get_context().get_world_rank() == 0:
         group = ray.util.get_current_placement_group()
         if group is not None:
-            write_text(f"{loop_config['run_dir']}/{GROUPS_FOLDER}", group.id.hex(), "")
-    train_worker(loop_config)
+            write_text(f"{run_dir}/{GROUPS_FOLDER}", group.id.hex(), "")
 
 
 def release_worker_groups(run_dir: str) -> int:

@@ -17,6 +17,7 @@ fits it with Tune's report callback so every epoch's metrics reach the scheduler
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -67,7 +68,6 @@ def run_trial(config: dict, plan: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from scm_ray.train.trainer import build_trainer
-    from scm_ray.tune.reaper import trial_worker
 
     trial_id = tune.get_context().get_trial_id()
     runs_root = plan["runs_root"]
@@ -76,6 +76,42 @@ def run_trial(config: dict, plan: dict) -> None:
     trainer = build_trainer(cfg, runs_root, trial_id, run_dir, extra_callbacks=[TuneReportCallback()],
                             train_fn=trial_worker)
     trainer.fit()  # raises when the run fails for good: Tune records the trial as errored
+
+
+def trial_worker(loop_config: dict) -> None:
+    """A trial's Ray Train worker function: record the worker group (for the reaper), then
+    train; a run restored at its last epoch reports that epoch again instead."""
+    from scm_ray.train.loop import train_worker
+    from scm_ray.tune.reaper import record_worker_group
+
+    record_worker_group(loop_config["run_dir"])
+    if not report_finished_run(loop_config["job"]["train"]["epochs"]):
+        train_worker(loop_config)
+
+
+def report_finished_run(epochs: int) -> bool:
+    """When the checkpoint Ray Train restores is the run's last epoch, report that epoch's
+    metrics again (every rank: a report is a barrier) and return True.
+
+    Why: a search driver killed after a trial's last checkpoint but before Tune marked the
+    trial finished leaves it unfinished; its restored run trains 0 epochs, and a trial that
+    reports nothing fails Tune's metric check on every resume. Only meta.json is read."""
+    import ray.train
+
+    from scm_ray.checkpoint import META_FILE
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return False
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{META_FILE}") as stream:
+        meta = json.loads(stream.read().decode())
+    if int(meta["epoch"]) < epochs:
+        return False
+    if ray.train.get_context().get_world_rank() == 0:
+        print(f"[scm-ray] the run finished at epoch {meta['epoch']}; reporting its final metrics",
+              flush=True)
+    ray.train.report(meta["metrics"], checkpoint=None)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -119,3 +119,50 @@ def test_killed_search_resumes_where_it_stopped(tune_dataset, tmp_path, request)
     assert sorted(r["trial_id"] for r in rows) == sorted([finished, unfinished])
     assert all(r["stop_reason"] == "completed" and r["epochs_run"] == EPOCHS for r in rows)
     assert summary.best is not None and (experiment / "best.yaml").is_file()
+
+
+def _wait_for_last_checkpoint(experiment: Path, proc: subprocess.Popen, log: Path, epochs: int) -> str:
+    """The moment a trial's run has registered its last checkpoint while Tune's saved state
+    still says the trial runs: the window in which a killed driver used to leave a search
+    that no resume could finish."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"search exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        for trial, status in _statuses(experiment).items():
+            if status == "RUNNING" and _checkpointed_epoch(experiment / "runs" / trial) == epochs:
+                return trial
+        time.sleep(0.02)
+    raise AssertionError(f"no trial reached its last checkpoint in time:\n{log.read_text()[-3000:]}")
+
+
+def test_search_killed_after_last_checkpoint_resumes(tune_dataset, tmp_path, request):
+    epochs = 2
+    overrides = tiny_search(tune_dataset, tmp_path, "window", [2e-3], f"train.epochs={epochs}",
+                            "search.scheduler.kind=none")
+    experiment = tmp_path / "window"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
+    log = tmp_path / "search.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "jobs/tune.py", "--config", str(SHIPPED), *(f"--set={o}" for o in overrides)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        trial = _wait_for_last_checkpoint(experiment, proc, log, epochs)
+    finally:
+        _kill(proc)
+    assert _statuses(experiment)[trial] != "TERMINATED", "the kill missed the window"
+    run = experiment / "runs" / trial
+    table = (run / "metrics.parquet").read_bytes()
+    mtime = (run / "metrics.parquet").stat().st_mtime_ns
+    resume = [*overrides, "search.resume=true"]
+
+    request.getfixturevalue("local_ray")
+    summary = run_search(load_config(TuneJobConfig, SHIPPED, resume))
+    # the finished run was not trained again: its last epoch was reported once more
+    assert (run / "metrics.parquet").read_bytes() == table
+    assert (run / "metrics.parquet").stat().st_mtime_ns == mtime
+    rows = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert [(r["trial_id"], r["stop_reason"], r["epochs_run"]) for r in rows] == [(trial, "completed", epochs)]
+    assert summary.best is not None and (experiment / "best.yaml").is_file()
