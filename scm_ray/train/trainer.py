@@ -38,6 +38,14 @@ RESUMABLE_CHANGES = ("ray.", "train.epochs", "train.inject_failure_at_step", "da
                      "data.cache_dir", "data.num_workers")
 
 
+def changed_settings(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+    """`key: old -> new` for every flattened field that differs between two config dicts,
+    except those starting with one of `allowed` (what a resume may change)."""
+    saved, current = flatten(saved), flatten(current)
+    return [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+            if not k.startswith(allowed) and saved.get(k) != current.get(k)]
+
+
 def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
     """Same ray.name + storage resumes; refuse when the run there was trained with other
     settings (say --set optim.lr=...), which would otherwise silently continue, or report, the
@@ -48,12 +56,10 @@ def check_resumable(cfg: TrainJobConfig, run_dir: str) -> None:
     if not metas:
         return
     try:
-        saved = flatten(json.loads(metas[-1].read_text())["config"])
+        saved = json.loads(metas[-1].read_text())["config"]
     except (OSError, ValueError, KeyError):
         return  # an unreadable checkpoint is Ray Train's to report when it restores
-    current = flatten(to_dict(cfg))
-    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
-               if not k.startswith(RESUMABLE_CHANGES) and saved.get(k) != current.get(k)]
+    changed = changed_settings(saved, to_dict(cfg))
     if changed:
         raise ConfigError("ray.name", f"{run_dir} holds a run trained with other settings "
                           f"({'; '.join(changed)}); resuming would mix them: choose a new ray.name, "

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig
+from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig, to_dict
 from scm_ray.data.staging import is_uri
 from scm_ray.tune.space import spec_kind, trial_config
 
 RUNS_FOLDER = "runs"
+SETTINGS_FILE = "search_settings.json"  # in the experiment folder: the settings it started with
 
 
 @dataclass
@@ -67,12 +68,13 @@ def run_trial(config: dict, plan: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from scm_ray.train.trainer import build_trainer
+    from scm_ray.train.trainer import build_trainer, check_resumable
 
     trial_id = tune.get_context().get_trial_id()
     runs_root = plan["runs_root"]
     cfg = trial_run_config(plan["base"], config, runs_root, trial_id)
     run_dir = f"{runs_root}/{trial_id}"
+    check_resumable(cfg, run_dir)  # the search-level check covers this; a trial never mixes
     trainer = build_trainer(cfg, runs_root, trial_id, run_dir, extra_callbacks=[TuneReportCallback()],
                             train_fn=trial_worker)
     trainer.fit()  # raises when the run fails for good: Tune records the trial as errored
@@ -112,6 +114,41 @@ def report_finished_run(epochs: int) -> bool:
               flush=True)
     ray.train.report(meta["metrics"], checkpoint=None)
     return True
+
+
+# Fields a resumed search may change: those a resumed training run may, and how the search
+# is found and paced (not what it searches or how it ranks).
+SEARCH_RESUMABLE = ("search.resume", "search.name", "search.storage_path",
+                    "search.max_concurrent_trials")
+
+
+def check_search_resumable(cfg: TuneJobConfig, experiment: str) -> None:
+    """A resumed search must have the settings it started with (base config and search
+    section): Tune restores its trials with the new trainable, so a change would silently
+    train some epochs one way and the rest another. Same check as `scm-ray train`'s."""
+    from scm_ray.train.history import _fs
+    from scm_ray.train.trainer import RESUMABLE_CHANGES, changed_settings
+
+    fs, path = _fs(f"{experiment}/{SETTINGS_FILE}")
+    try:
+        with fs.open_input_stream(path) as stream:
+            saved = json.loads(stream.read().decode())
+    except FileNotFoundError:
+        return  # started before settings were recorded: nothing to compare with
+    except (OSError, ValueError) as err:
+        raise ConfigError("search.resume", f"{experiment}/{SETTINGS_FILE} cannot be read ({err}); "
+                                           "start a new search (another search.name)") from err
+    changed = changed_settings(saved, to_dict(cfg), RESUMABLE_CHANGES + SEARCH_RESUMABLE)
+    if changed:
+        raise ConfigError("search.resume", f"{experiment} holds a search started with other settings "
+                          f"({'; '.join(changed)}); resuming would mix them: choose a new "
+                          "search.name, or give the search's own settings to continue it")
+
+
+def record_settings(cfg: TuneJobConfig, experiment: str) -> None:
+    from scm_ray.train.history import write_text
+
+    write_text(experiment, SETTINGS_FILE, json.dumps(to_dict(cfg), indent=1, sort_keys=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,6 +301,8 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
     if not cfg.search.resume and tune.Tuner.can_restore(experiment):
         raise ConfigError("search.name", f"an experiment already exists at {experiment}; "
                                          "set search.resume=true to continue it, or another search.name")
+    if cfg.search.resume:
+        check_search_resumable(cfg, experiment)
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
     embedded = ray_session.is_local_embedded(cfg.ray.address)
     # One worker must fit a node; whether a whole trial fits the cluster is `concurrency`'s call.
@@ -280,10 +319,14 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
 def run_search(cfg: TuneJobConfig, default_name: str = "tune"):
     """Validate, connect, search, then write the experiment's outputs (scm_ray.tune.report).
     Returns the report's SearchSummary."""
+    from ray import tune
+
     from scm_ray.tune.report import summarise
 
     plan = prepare(cfg, default_name)
     print(f"[scm-ray] experiment folder: {plan.experiment}", flush=True)
+    if not (cfg.search.resume and tune.Tuner.can_restore(plan.experiment)):
+        record_settings(cfg, plan.experiment)
     start = time.perf_counter()
     results = build_tuner(cfg, plan).fit()
     return summarise(cfg, plan.experiment, results, time.perf_counter() - start)

@@ -135,7 +135,10 @@ def _wait_for_last_checkpoint(experiment: Path, proc: subprocess.Popen, log: Pat
     raise AssertionError(f"no trial reached its last checkpoint in time:\n{log.read_text()[-3000:]}")
 
 
-def test_search_killed_after_last_checkpoint_resumes(tune_dataset, tmp_path, request):
+def test_search_killed_after_last_checkpoint_resumes_and_refuses_changes(tune_dataset, tmp_path, request,
+                                                                          capsys):
+    from scm_ray.cli import main
+
     epochs = 2
     overrides = tiny_search(tune_dataset, tmp_path, "window", [2e-3], f"train.epochs={epochs}",
                             "search.scheduler.kind=none")
@@ -156,7 +159,17 @@ def test_search_killed_after_last_checkpoint_resumes(tune_dataset, tmp_path, req
     run = experiment / "runs" / trial
     table = (run / "metrics.parquet").read_bytes()
     mtime = (run / "metrics.parquet").stat().st_mtime_ns
+    settings = (experiment / "search_settings.json").read_bytes()
+
+    # a resume with other base settings, or another space, is refused before Ray starts
     resume = [*overrides, "search.resume=true"]
+    for change, named in [("optim.weight_decay=0.0", "optim.weight_decay: 0.05 -> 0.0"),
+                          ("search.space={optim.lr: {choice: [0.002, 0.0005]}}", "search.space.optim.lr.choice")]:
+        code = main(["tune", "--config", str(SHIPPED), *(f"--set={o}" for o in [*resume, change])])
+        err = capsys.readouterr().err
+        assert code == 2 and "search.resume" in err and named in err and "Traceback" not in err, err
+        assert (experiment / "search_settings.json").read_bytes() == settings
+        assert (run / "metrics.parquet").read_bytes() == table
 
     request.getfixturevalue("local_ray")
     summary = run_search(load_config(TuneJobConfig, SHIPPED, resume))
