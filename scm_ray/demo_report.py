@@ -17,7 +17,7 @@ CENTRE_FRACTION = 0.5
 
 @dataclass
 class DemoReport:
-    gt_known: float
+    gt_known: dict[str, float]  # per arm: test GT-Known of the checkpoint chosen on val
     centre_box: float
     whole_image: float
     table: str
@@ -55,24 +55,34 @@ def baselines(data_dir: Path, split: str) -> dict[str, float]:
             "whole image": fixed_box_gt_known(boxes, whole)}
 
 
-def evaluate_demo(cfg: TrainJobConfig, run_dir: str, data_dir: Path, out: Path) -> DemoReport:
-    """Evaluate every checkpoint of the run through the actor pool (wsol protocol: taus from the
-    held-out val split, applied to test) and compare the best with the baselines."""
+def evaluate_demo(cfg: TrainJobConfig, runs: dict[str, str], data_dir: Path, out: Path) -> DemoReport:
+    """Evaluate every checkpoint of each run through the actor pool (wsol protocol: checkpoint
+    and taus from the held-out val split, applied to test) and compare each run's chosen
+    checkpoint with the trivial baselines."""
     from scm_ray.config import EvaluateJobConfig, load_config
-    from scm_ray.evaluate import evaluate_checkpoints, format_table
+    from scm_ray.evaluate import evaluate_checkpoints
 
     eval_cfg = load_config(EvaluateJobConfig, None, [
         f"data.root={data_dir}", "eval.protocol=wsol", f"eval.threshold_step={cfg.eval.threshold_step}",
     ])
-    outcome = evaluate_checkpoints(run_dir, str(out), eval_cfg, data=str(data_dir))
-    best = outcome.best
-    if best is None:
-        raise RuntimeError(f"no checkpoint of {run_dir} could be evaluated; see {outcome.results_path}")
+    chosen, tables = {}, []
+    for arm, run_dir in runs.items():
+        outcome = evaluate_checkpoints(run_dir, str(out), eval_cfg, data=str(data_dir))
+        if outcome.best is None:
+            raise RuntimeError(f"no checkpoint of {run_dir} could be evaluated; see {outcome.results_path}")
+        chosen[arm] = outcome.best
+        tables.append(f"{arm}: {run_dir}\n{outcome.table}")
     base = baselines(data_dir, cfg.data.test_split)
-    lines = [format_table(outcome.rows), "",
-             f"best checkpoint: {best['checkpoint']} (test split, taus from the held-out val split)",
-             f"  {'method':<28}{'GT-Known':>10}",
-             f"  {'DeiT-tiny + SCM (ours)':<28}{best['gt_known']:>9.1f}%"]
-    lines += [f"  {name + ' (trivial baseline)':<28}{value:>9.1f}%" for name, value in base.items()]
-    return DemoReport(gt_known=float(best["gt_known"]), centre_box=base["centre box"],
-                      whole_image=base["whole image"], table="\n".join(lines))
+    lines = [*tables, "", "test split, each run's checkpoint and taus chosen on the held-out val split:",
+             f"  {'method':<34}{'GT-Known':>10}{'Top-1 Loc':>11}{'Top-1 Cls':>11}  checkpoint"]
+    for arm, best in chosen.items():
+        lines.append(f"  {'ViT + ' + arm:<34}{best['gt_known']:>9.1f}%{best['top1_loc']:>10.1f}%"
+                     f"{best['top1_cls']:>10.1f}%  {Path(best['checkpoint']).name}")
+    lines += [f"  {name + ' (trivial baseline)':<34}{value:>9.1f}%" for name, value in base.items()]
+    scm, plain = (float(b["gt_known"]) for b in chosen.values())
+    verdict = ("the SCM beats" if scm > plain else "the SCM does NOT beat") + \
+        f" the same model trained without it here ({scm - plain:+.1f} points GT-Known)"
+    lines.append(f"  {verdict}")
+    return DemoReport(gt_known={arm: float(b["gt_known"]) for arm, b in chosen.items()},
+                      centre_box=base["centre box"], whole_image=base["whole image"],
+                      table="\n".join(lines))
