@@ -2,10 +2,12 @@
 
 A checkpoint is a directory (the one Ray Train persists) holding:
 - ``model.pt``: format version, resolved config (a plain dict), epoch, global step, metrics, the
-  inference weights (backbone + conv head) and, separately, the SCM weights. Everything needed to
-  rebuild the model for evaluation, from this file alone.
+  inference weights (backbone + conv head) and, separately, the SCM weights, and what inference
+  needs besides the weights (`InferenceInfo`: class names, preprocessing). Everything needed to
+  rebuild the model and feed it new images, from this file alone.
 - ``train_state.pt``: optimizer and scheduler state, for resuming training.
 - ``meta.json``: the same metadata in readable form (no weights).
+- ``evaluation.json`` (after `scm-ray evaluate`): the tau its protocol chose, and where the results are.
 
 Files are loaded with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 """
@@ -20,11 +22,14 @@ from typing import Any
 import torch
 
 from scm_ray.config import ConfigError, ModelConfig, SCMConfig, from_dict
+from scm_ray.data.preprocess import Preprocess
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
 TRAIN_STATE_FILE = "train_state.pt"
 META_FILE = "meta.json"
+# Written next to model.pt by `scm-ray evaluate`: the tau it chose (read by Localizer).
+EVALUATION_FILE = "evaluation.json"
 
 
 class CheckpointError(RuntimeError):
@@ -37,6 +42,44 @@ class CheckpointUnavailable(CheckpointError):
     or a mount may have hiccupped, so a later attempt can succeed."""
 
 
+@dataclass(frozen=True)
+class InferenceInfo:
+    """What a model needs besides its weights to localize new images: the class names its
+    outputs stand for and how an image becomes an input (ImageNet statistics, resized to the
+    model's input size as evaluation splits are stored)."""
+
+    class_names: tuple[str, ...]
+    preprocess: Preprocess
+
+    def to_dict(self) -> dict:
+        return {"class_names": list(self.class_names), "preprocess": self.preprocess.to_dict()}
+
+
+def inference_info(config: dict, class_names: list[str] | None = None) -> InferenceInfo:
+    """InferenceInfo for a run's config: class names as given, else from the dataset folder the
+    config names (when it is readable here), else "class 0", "class 1", ... (older checkpoints
+    and datasets out of reach)."""
+    num_classes = int(config.get("model", {}).get("num_classes", 0))
+    if class_names is None:
+        class_names = _dataset_class_names(str(config.get("data", {}).get("root") or ""))
+    if class_names is None or len(class_names) != num_classes:
+        class_names = [f"class {i}" for i in range(num_classes)]
+    size = int(config.get("model", {}).get("img_size", 224))
+    return InferenceInfo(tuple(str(n) for n in class_names), Preprocess(size=size))
+
+
+def _dataset_class_names(root: str) -> list[str] | None:
+    from scm_ray.data.ffcv_io import read_info
+    from scm_ray.data.staging import is_uri
+
+    if not root or is_uri(root):
+        return None
+    try:
+        return list(read_info(root).get("class_names") or []) or None
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass
 class CheckpointData:
     path: Path
@@ -47,6 +90,14 @@ class CheckpointData:
     metrics: dict[str, float]
     model_state: dict[str, torch.Tensor]
     scm_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    inference: dict | None = None  # InferenceInfo.to_dict(); None in checkpoints written before it
+
+    @property
+    def inference_info(self) -> InferenceInfo:
+        """Class names and preprocessing, with the fallback of `inference_info` for older files."""
+        if not self.inference:
+            return inference_info(self.config)
+        return InferenceInfo(tuple(self.inference["class_names"]), Preprocess.from_dict(self.inference["preprocess"]))
 
     @property
     def model_config(self) -> ModelConfig:
@@ -79,8 +130,10 @@ def save_checkpoint(
     metrics: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
+    class_names: list[str] | None = None,
 ) -> Path:
-    """Write a self-describing checkpoint into `directory` (created if needed)."""
+    """Write a self-describing checkpoint into `directory` (created if needed). `class_names`
+    default to the dataset's (see `inference_info`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
@@ -95,6 +148,7 @@ def save_checkpoint(
         "metrics": metrics,
         "model": {k: v for k, v in state.items() if not k.startswith("scm.")},
         "scm": {k[len("scm."):]: v for k, v in state.items() if k.startswith("scm.")},
+        "inference": inference_info(config, class_names).to_dict(),
     }
     torch.save(payload, directory / MODEL_FILE)
     if optimizer is not None:
@@ -103,7 +157,7 @@ def save_checkpoint(
         if scheduler is not None:
             train_state["scheduler"] = scheduler.state_dict()
         torch.save(train_state, directory / TRAIN_STATE_FILE)
-    meta = {k: payload[k] for k in ("format_version", "epoch", "global_step", "metrics", "config")}
+    meta = {k: payload[k] for k in ("format_version", "epoch", "global_step", "metrics", "config", "inference")}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
@@ -143,6 +197,7 @@ def load_checkpoint(path: str | Path) -> CheckpointData:
         metrics=dict(payload.get("metrics", {})),
         model_state=payload["model"],
         scm_state=payload.get("scm", {}),
+        inference=payload.get("inference"),
     )
 
 

@@ -1,4 +1,4 @@
-"""`scm-ray` command line: prepare | train | tune | evaluate | bench | cluster | demo.
+"""`scm-ray` command line: prepare | train | tune | evaluate | bench | cluster | localize | demo.
 
 Each sub-command lives next to the code it drives, in a module exposing
 `add_arguments(parser)` and `run(args) -> int`; this file only wires them up, importing a module
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("scm_ray.evaluate.cli", "evaluate checkpoints in parallel, SCM-free"),
     "bench": ("scm_ray.bench.cli", "benchmarks: step, boxes, loader"),
     "cluster": ("scm_ray.cluster_cli", "cluster helpers: check a cluster YAML"),
+    "localize": ("scm_ray.localize", "classes, CAMs and boxes of new images from a checkpoint"),
     "demo": ("scm_ray.demo", "the whole pipeline on a synthetic dataset and a local Ray"),
 }
 

@@ -59,12 +59,14 @@ def torchvision_loader(image_folder: Path, batch_size: int, num_workers: int, re
     Normalize; shuffled; persistent workers so later epochs don't pay process start-up."""
     from torchvision import datasets, transforms
 
+    from scm_ray.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
     transform = transforms.Compose([
         transforms.Resize(resize_size),
         transforms.RandomCrop(crop_size),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
     dataset = datasets.ImageFolder(str(image_folder), transform=transform)
     generator = torch.Generator().manual_seed(seed)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-import cv2
 import numpy as np
 
 from scm_ray.data.images import read_rgb
+from scm_ray.data.preprocess import resize_image
 from scm_ray.data.records import Record, RecordTable
 
 FIELDS = ("image", "label", "boxes", "box_count", "orig_size", "index")
@@ -98,15 +98,6 @@ def pixel_grid_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     Under the +1 IoU convention a fractional or one-past-the-edge corner is a different box."""
     grid = np.floor(np.asarray(boxes, np.float64).reshape(-1, 4))  # (K, 4)
     return np.minimum(grid, [width - 1, height - 1, width - 1, height - 1]).clip(min=0)
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area averaging to shrink (no aliasing), bilinear to enlarge. (h, w, 3) uint8."""
-    h, w = image.shape[:2]
-    if (w, h) == size:
-        return image
-    shrink = size[0] * size[1] < w * h
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 class SplitSource:

@@ -38,10 +38,11 @@ import numpy as np
 import torch
 
 from scm_ray.config import DataConfig
+from scm_ray.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # ImageNet statistics in 0..255 units (FFCV normalises uint8 pixels).
-MEAN_255 = np.array([0.485, 0.456, 0.406]) * 255
-STD_255 = np.array([0.229, 0.224, 0.225]) * 255
+MEAN_255 = np.array(IMAGENET_MEAN) * 255
+STD_255 = np.array(IMAGENET_STD) * 255
 
 
 def resize_random_crop(height: int, width: int, resize_size: float, crop_size: float,

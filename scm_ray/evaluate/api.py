@@ -18,6 +18,7 @@ from scm_ray.config import ConfigError, EvaluateJobConfig, to_dict
 from scm_ray.data.staging import is_uri
 from scm_ray.evaluate.discovery import FoundCheckpoint, data_root_of, epoch_from_name, find_checkpoints, fingerprint
 from scm_ray.evaluate.results import (
+    RESULTS_FILE,
     best_row,
     eval_key,
     format_table,
@@ -173,6 +174,7 @@ def _run_pool(tasks, bases: dict, rows: dict, found: list[FoundCheckpoint], cfg:
     from scm_ray.evaluate.pool import ActorPool, pool_size
 
     slugs = {c.key: c.slug for c in found}
+    paths = {c.key: c.path for c in found}
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
     size = pool_size(cfg, len(tasks), ray_session.is_local_embedded(cfg.ray.address))
     print(f"[scm-ray] evaluating {len(tasks)} checkpoint(s) on {size} actor(s) "
@@ -183,6 +185,7 @@ def _run_pool(tasks, bases: dict, rows: dict, found: list[FoundCheckpoint], cfg:
         row.update(attempts=task.attempts, actor_name=member.name if member else None, evaluated_at=time.time(),
                    config_json=json.dumps(report.config, sort_keys=True) if report.config else None)
         row.update(_write_files(out_dir, slugs[task.checkpoint], report.files))
+        _note_next_to_checkpoint(paths[task.checkpoint], row, out_dir)
         rows[task.checkpoint] = row
         write_results(out_dir, with_varying_config(sorted(rows.values(), key=lambda r: str(r["checkpoint"]))))
 
@@ -202,3 +205,18 @@ def _write_files(out_dir: Path, slug: str, files: dict[str, bytes]) -> dict[str,
         (folder / name).write_bytes(payload)
         columns[name.replace(".", "_")] = str(Path(FILES_DIR) / slug / name)
     return columns
+
+
+def _note_next_to_checkpoint(checkpoint: Path, row: dict, out_dir: Path) -> None:
+    """<checkpoint>/evaluation.json: the tau this evaluation chose, where `Localizer` finds it.
+    Best effort: a read-only checkpoint folder keeps only the results table."""
+    from scm_ray.checkpoint import EVALUATION_FILE
+
+    if row.get("status") != "ok":
+        return
+    keys = ("protocol", "tau_source", "gt_known", "gt_known_tau", "top1_loc", "top1_loc_tau", "eval_key")
+    note = {k: row.get(k) for k in keys} | {"results": str(Path(out_dir).resolve() / RESULTS_FILE)}
+    try:
+        (checkpoint / EVALUATION_FILE).write_text(json.dumps(note, indent=2, default=float))
+    except OSError:
+        pass
