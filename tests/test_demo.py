@@ -25,7 +25,8 @@ def test_demo_runs_end_to_end_and_ends_with_its_summary_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "scm_ray.cli", "demo", "--out", str(out),
          "--num-train", "256", "--num-val", "64", "--num-test", "64",
-         "--set", "train.epochs=2", "--set", "data.eval_batch_size=64", "--set", "train.log_every_steps=2"],
+         "--set", "train.epochs=2", "--set", "scm.start_epoch=1", "--set", "optim.step_milestones=[2]",
+         "--set", "data.eval_batch_size=64", "--set", "train.log_every_steps=2"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     output = proc.stdout + proc.stderr
