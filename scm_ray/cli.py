@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("scm_ray.bench.cli", "benchmarks: step, boxes, loader"),
     "cluster": ("scm_ray.cluster_cli", "cluster helpers: check a cluster YAML"),
     "localize": ("scm_ray.localize", "classes, CAMs and boxes of new images from a checkpoint"),
-    "demo": ("scm_ray.demo", "the whole pipeline on a synthetic dataset and a local Ray"),
+    "demo": ("scm_ray.demo.cli", "the whole pipeline on a synthetic dataset and a local Ray"),
 }
 
 

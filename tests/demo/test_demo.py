@@ -15,7 +15,7 @@ pytest.importorskip("ray")
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(r"demo: GT-Known (\d+\.\d)% \(no SCM (\d+\.\d)%, centre box (\d+\.\d)%, "
                        r"whole image (\d+\.\d)%\) in \d+ s")
 

@@ -23,7 +23,9 @@ from scm_ray.config import TrainJobConfig, load_config
 # the SCM, so the comparison isolates the SCM.
 ARMS = (("SCM (4 ADBs)", "demo", 4), ("no SCM (0 ADBs)", "demo-no-scm", 0))
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "train_synthetic.yaml"
+# Shipped inside the package (an installed scm-ray has no jobs/ folder); a copy of
+# jobs/configs/train_synthetic.yaml, which tests/demo/test_demo_config.py keeps equal.
+DEMO_CONFIG = Path(__file__).resolve().parent / "train_synthetic.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         runs[arm] = outcome.run_dir
 
     print("[demo] 4/5 evaluating both runs' checkpoints SCM-free (wsol protocol)", flush=True)
-    from scm_ray.demo_report import evaluate_demo
+    from scm_ray.demo.report import evaluate_demo
 
     report = evaluate_demo(cfg, runs, data_dir, out / "results")
     print("[demo] 5/5 results", flush=True)
