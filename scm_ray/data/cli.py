@@ -109,9 +109,16 @@ def _convert(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from scm_ray.config import ConfigError
     from scm_ray.data.prepare import prepare_synthetic, write_prepared
+    from scm_ray.paths import output_folder
 
     progress = not args.no_progress
+    try:
+        output_folder("out", args.out)
+    except ConfigError as exc:
+        print(f"prepare {args.source}: error: --{exc}", file=sys.stderr)
+        return 2
     try:
         if args.source == "synthetic":
             if args.write_mode != "jpg" or args.max_boxes or args.train_splits != "train":

@@ -28,6 +28,7 @@ from scm_ray.evaluate.results import (
     with_varying_config,
     write_results,
 )
+from scm_ray.paths import output_folder
 
 FILES_DIR = "checkpoints"
 
@@ -61,9 +62,8 @@ def evaluate_checkpoints(checkpoints: str, out: str, cfg: EvaluateJobConfig, dat
     """
     start = time.perf_counter()
     _refuse_uris(checkpoints, out)
+    out_dir = output_folder("out", out)
     found = _discover(checkpoints)
-    out_dir = Path(out).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     override = _absolute(data or cfg.data.root)
     if override:
         _check_dataset(override, cfg)

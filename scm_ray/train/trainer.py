@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scm_ray.config import ConfigError, TrainJobConfig, flatten, to_dict
 from scm_ray.data.staging import is_uri
+from scm_ray.paths import writable_storage
 
 
 @dataclass
@@ -199,6 +200,7 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     storage, name, run_dir = resolve_run_dir(cfg, default_name)
+    writable_storage("ray.storage_path", storage)
     check_resumable(cfg, run_dir)
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
     problems = ray_session.check_resources(cfg.ray.num_workers, cfg.ray.cpus_per_worker,

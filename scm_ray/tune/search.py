@@ -26,6 +26,7 @@ from typing import Any
 
 from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig, to_dict
 from scm_ray.data.staging import is_uri
+from scm_ray.paths import writable_storage
 from scm_ray.tune.space import spec_kind, trial_config
 
 RUNS_FOLDER = "runs"
@@ -298,6 +299,7 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
     if not is_uri(cfg.data.root):  # trials run in Tune's trial folders (and on other nodes)
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     storage, name, experiment = experiment_location(cfg, default_name)
+    writable_storage("search.storage_path" if cfg.search.storage_path else "ray.storage_path", storage)
     if not cfg.search.resume and tune.Tuner.can_restore(experiment):
         raise ConfigError("search.name", f"an experiment already exists at {experiment}; "
                                          "set search.resume=true to continue it, or another search.name")
