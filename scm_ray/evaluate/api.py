@@ -62,12 +62,12 @@ def evaluate_checkpoints(checkpoints: str, out: str, cfg: EvaluateJobConfig, dat
     """
     start = time.perf_counter()
     _refuse_uris(checkpoints, out)
-    out_dir = output_folder("out", out)
     found = _discover(checkpoints)
+    out_dir = output_folder("out", out)
     override = _absolute(data or cfg.data.root)
     if override:
         _check_dataset(override, cfg)
-    rows = {r["checkpoint"]: r for r in read_results(out_dir)}
+    rows = {r["checkpoint"]: r for r in read_results(out_dir, force)}
     tasks, bases = _plan(found, rows, cfg, override, force)
     if tasks:
         _run_pool(tasks, bases, rows, found, cfg, out_dir, progress)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scm_ray.config import flatten
+from scm_ray.config import ConfigError, flatten
+from scm_ray.train.history import write_parquet
 
 RESULTS_FILE = "results.parquet"
 # The one error_kind a re-run skips (worker.CHECKPOINT_ERROR: the file itself is broken).
@@ -34,21 +36,32 @@ TABLE_METRICS = ("gt_known", "top1_loc", "top1_cls", "maxboxacc", "maxboxacc_v2"
 _TOPK_LOC = re.compile(r"^top([2-9]|\d\d+)_loc$")
 
 
-def read_results(out_dir: str | Path) -> list[dict]:
-    """Rows of an earlier run in this folder (none when there is no table yet)."""
+def read_results(out_dir: str | Path, force: bool = False) -> list[dict]:
+    """Rows of an earlier run in this folder (none when there is no table yet).
+
+    A table that cannot be read (cut short by a full disk or a copy) would block every later
+    evaluation: it is a ConfigError saying what to do, and with `force` (which re-evaluates
+    everything anyway) it is moved aside to results.parquet.corrupt-<time> and rebuilt."""
     path = Path(out_dir) / RESULTS_FILE
     if not path.is_file():
         return []
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        if not force:
+            raise ConfigError("out", f"{path} is not a readable results table ({err}); run again with "
+                                     "--force to rebuild it (the file is kept beside it as "
+                                     f"{RESULTS_FILE}.corrupt-<time>), or move it away") from None
+    kept = path.with_name(f"{RESULTS_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, kept)
+    print(f"[scm-ray] {path} could not be read; kept as {kept.name}, rebuilding it (--force)", flush=True)
+    return []
 
 
 def write_results(out_dir: str | Path, rows: list[dict]) -> Path:
     """Replace <out>/results.parquet atomically (a crash mid-write keeps the previous table)."""
-    path = Path(out_dir) / RESULTS_FILE
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(to_table(rows), tmp)
-    os.replace(tmp, path)
-    return path
+    write_parquet(str(out_dir), RESULTS_FILE, to_table(rows))
+    return Path(out_dir) / RESULTS_FILE
 
 
 def reusable(previous: dict | None, fingerprint: str, eval_key: str) -> bool:

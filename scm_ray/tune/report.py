@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scm_ray.config import TuneJobConfig, dump_yaml
-from scm_ray.train.history import _fs, write_text
+from scm_ray.train.history import _fs, write_parquet, write_text
 from scm_ray.tune.space import is_log_scale, trial_config
 
 TRIALS_FILE = "trials.parquet"
@@ -128,7 +128,6 @@ def write_trials(experiment: str, rows: list[dict]) -> None:
     """trials.parquet; a column whose values pyarrow cannot type as one (e.g. a choice of a
     number and a string) is stored as JSON text instead."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     keys = list(dict.fromkeys(k for row in rows for k in row))
     columns = {}
@@ -138,9 +137,7 @@ def write_trials(experiment: str, rows: list[dict]) -> None:
             columns[key] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             columns[key] = pa.array([json.dumps(v) for v in values])
-    fs, path = _fs(experiment)
-    fs.create_dir(path, recursive=True)
-    pq.write_table(pa.table(columns), f"{path}/{TRIALS_FILE}", filesystem=fs)
+    write_parquet(experiment, TRIALS_FILE, pa.table(columns))  # atomic: never a half table
 
 
 def best_yaml_text(cfg: TuneJobConfig, row: dict, experiment: str) -> str:

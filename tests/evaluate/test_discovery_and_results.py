@@ -165,6 +165,33 @@ def test_bad_settings_fail_before_ray(tmp_path, capsys):
     assert "checkpoints:" in capsys.readouterr().err
 
 
+def test_out_that_is_a_file_or_holds_a_corrupt_table_is_refused(tmp_path, capsys):
+    """Exit 2 naming the file and what to do; the file is left as it was; no Ray."""
+    import ray
+
+    from scm_ray.cli import main
+    from scm_ray.evaluate.results import read_results
+
+    run = _checkpoint(tmp_path / "run" / "checkpoint_epoch0001").parent
+    out = tmp_path / "out"
+    out.write_text("keep me\n")
+    assert main(["evaluate", "--checkpoints", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"out: {out}: {out} is a file, not a folder" in err and "Traceback" not in err
+    assert out.read_text() == "keep me\n"
+    out.unlink()
+    out.mkdir()
+    (out / "results.parquet").write_bytes(b"PAR1 cut short")
+    assert main(["evaluate", "--checkpoints", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'results.parquet'} is not a readable results table" in err and "--force" in err
+    assert (out / "results.parquet").read_bytes() == b"PAR1 cut short"
+    assert not ray.is_initialized()
+    assert read_results(out, force=True) == []  # what --force does: kept beside, then rebuilt
+    assert [p.read_bytes() for p in out.glob("results.parquet.corrupt-*")] == [b"PAR1 cut short"]
+    assert not (out / "results.parquet").exists()
+
+
 def test_uris_for_checkpoints_and_out_are_refused_before_ray(tmp_path, monkeypatch, capsys):
     """Evaluation reads and writes plain files: `s3://b/x` must not become `<cwd>/s3:/b/x`."""
     import ray

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -180,6 +181,8 @@ def test_a_killed_actor_has_its_checkpoint_retried(first, run_dir, reference, tm
     _, out = first
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
+    table = copy / "results.parquet"
+    table.write_bytes(table.read_bytes()[:100])  # cut short: --force rebuilds it, keeping it beside
     killed: list[str] = []
 
     def kill_one(status) -> None:
@@ -191,6 +194,8 @@ def test_a_killed_actor_has_its_checkpoint_retried(first, run_dir, reference, tm
 
     outcome = evaluate_checkpoints(str(run_dir), str(copy), _cfg(), force=True, progress=kill_one)
     assert killed and outcome.evaluated == 4
+    [kept] = copy.glob("results.parquet.corrupt-*")
+    assert len(kept.read_bytes()) == 100 and len(pq.read_table(table)) == 4
     rows = _by_name(outcome.rows)
     _assert_matches(rows, reference)
     assert rows[CORRUPT]["status"] == "failed"
