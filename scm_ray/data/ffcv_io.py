@@ -46,6 +46,82 @@ class WriterError(RuntimeError):
     """A split could not be written (an image failed to decode, too many boxes, ...)."""
 
 
+class DataFileError(ValueError):
+    """A prepared file is damaged or does not match the others (truncated .beton, counts that
+    disagree): restarting cannot fix it, preparing the dataset again does."""
+
+
+# The .beton layout (FFCV 1.x, ffcv/types.py): a fixed header, then field descriptors and one
+# metadata row per sample, then data pages, then the allocation table (sample_id, ptr, size)
+# from header.alloc_table_ptr to the end of the file. Kept here so the check needs no ffcv
+# import (numba compilation costs the driver seconds); tests compare it with FFCV's.
+BETON_HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"),
+                         ("num_samples", "<u8"), ("alloc_table_ptr", "<u8")], align=True)
+BETON_ALLOCATION = np.dtype([("sample_id", "<u8"), ("ptr", "<u8"), ("size", "<u8")])
+BETON_VERSION = 2
+
+
+def check_beton(path: str | Path, count: int | None = None, size: int | None = None) -> int:
+    """Check a .beton's structure cheaply (header and allocation table, not the pixels) and
+    return its sample count; a DataFileError names the file otherwise. `count` and `size` are
+    what dataset.json recorded. A truncated file (a copy cut short) would otherwise open and
+    fail deep in FFCV (`negative dimensions are not allowed`) on every worker restart."""
+    path = Path(path)
+
+    def bad(why: str) -> DataFileError:
+        return DataFileError(f"{path}: {why}; prepare the dataset again (`scm-ray prepare ... --out "
+                             f"{path.parent}`) or copy the file again")
+
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise bad(f"{actual} bytes, but dataset.json recorded {size} when it was written (truncated or replaced)")
+    with path.open("rb") as stream:
+        raw = stream.read(BETON_HEADER.itemsize)
+        if len(raw) < BETON_HEADER.itemsize:
+            raise bad(f"{actual} bytes, too short for an FFCV header")
+        header = np.frombuffer(raw, BETON_HEADER)[0]
+        samples, table_at = int(header["num_samples"]), int(header["alloc_table_ptr"])
+        if int(header["version"]) != BETON_VERSION or int(header["num_fields"]) != len(FIELDS):
+            raise bad(f"not a scm-ray .beton (FFCV version {header['version']}, {header['num_fields']} fields)")
+        if count is not None and samples != count:
+            raise bad(f"holds {samples} samples, dataset.json says {count}")
+        table_bytes = actual - table_at
+        if table_bytes <= 0 or table_bytes % BETON_ALLOCATION.itemsize:
+            raise bad(f"truncated: its allocation table starts at byte {table_at} of {actual}")
+        stream.seek(table_at)
+        table = np.frombuffer(stream.read(), BETON_ALLOCATION)
+    # Every sample allocates once per variable-size field (image, boxes, ...): equal counts.
+    ids = table["sample_id"]
+    per_sample = np.bincount(ids, minlength=samples) if len(ids) and int(ids.max()) < samples else None
+    if (per_sample is None or per_sample.min() == 0 or per_sample.min() != per_sample.max()
+            or int((table["ptr"] + table["size"]).max()) > table_at):
+        raise bad("truncated or damaged: its allocation table does not cover every sample's data")
+    return samples
+
+
+def check_prepared_files(root: str | Path, info: dict[str, Any], splits: list[str]) -> None:
+    """The splits' .beton files and records.parquet agree with dataset.json (sizes, counts);
+    a DataFileError names the file that does not."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    records = root / (info.get("records") or "records.parquet")
+    counts = None
+    if records.is_file():
+        try:
+            column = pq.read_table(records, columns=["split"]).column("split")
+            counts = {str(k): int(v) for k, v in zip(*pc.value_counts(column).flatten())}
+        except Exception as err:  # pyarrow raises several kinds for a damaged file
+            raise DataFileError(f"{records}: cannot be read ({err}); prepare the dataset again") from None
+    for split in splits:
+        entry = info["splits"][split]
+        if counts is not None and counts.get(split, 0) != entry["count"]:
+            raise DataFileError(f"{records} has {counts.get(split, 0)} {split!r} records but dataset.json "
+                                f"says {root / entry['file']} holds {entry['count']}; prepare the dataset again")
+        check_beton(root / entry["file"], entry["count"], entry.get("bytes"))
+
+
 @dataclass(frozen=True)
 class WriteOptions:
     """How splits are stored. Splits named in `train_splits` are stored for training; every

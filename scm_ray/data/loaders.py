@@ -238,9 +238,14 @@ def _num_samples(beton_path: Path) -> int:
 
 
 def _require(beton_path: str | Path) -> Path:
+    """The .beton, present and whole (a DataFileError naming it otherwise: FFCV itself would
+    fail later with an error that names neither the file nor the cause)."""
+    from scm_ray.data.ffcv_io import check_beton
+
     path = Path(beton_path)
     if not path.is_file():
         raise FileNotFoundError(f"FFCV dataset not found: {path} (run `scm-ray prepare` first)")
+    check_beton(path)
     return path
 
 

@@ -45,7 +45,29 @@ class EpochPrinter(UserCallback):
             print(format_epoch_line(metrics[0], self.epochs), flush=True)
 
     def after_exception(self, run_context, worker_exceptions) -> None:
+        permanent = next(filter(None, map(permanent_error, worker_exceptions.values())), None)
+        if permanent is not None:
+            # Raised here, on Ray Train's controller, this ends the run now (Ray Train does not
+            # retry an error of its own controller) instead of consuming ray.max_failures.
+            raise UnrecoverableError(f"{type(permanent).__name__}: {permanent} (a restart cannot fix this: "
+                                     "not retried)")
         failures = read_failures(self.run_dir) + 1
         write_text(self.run_dir, FAILURES_FILE, json.dumps({"failures": failures}))
         first = next(iter(worker_exceptions.values()), None)
         print(f"[scm-ray] worker group failure #{failures}: {first!r}", flush=True)
+
+
+class UnrecoverableError(RuntimeError):
+    """A worker failed in a way every restart would repeat."""
+
+
+def permanent_error(error: BaseException) -> BaseException | None:
+    """The worker's own exception when it is one no restart can fix, else None: bad settings
+    (ConfigError), a damaged or mismatched data file (DataFileError), code that cannot run
+    (ImportError, SyntaxError, NameError). Worker deaths, NCCL/gloo errors and everything else
+    stay retryable. Ray Train hands user errors over wrapped, the original in `_base_exc`."""
+    from scm_ray.config import ConfigError
+    from scm_ray.data.ffcv_io import DataFileError
+
+    base = getattr(error, "_base_exc", error)
+    return base if isinstance(base, (ConfigError, DataFileError, ImportError, SyntaxError, NameError)) else None

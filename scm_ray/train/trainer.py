@@ -126,12 +126,15 @@ def check_prepared_for(root: Path, cfg: TrainJobConfig) -> None:
     """The dataset must fit the model: its class count, and the validation split stored at the
     model's input size (evaluation feeds stored images as they are). Caught here, a mismatch
     costs nothing; caught by timm at the first validation, it costs an epoch per restart."""
-    from scm_ray.data.ffcv_io import check_split, read_info
+    from scm_ray.data.ffcv_io import DataFileError, check_prepared_files, check_split, read_info
 
     try:
         info = read_info(root)
         check_split(info, cfg.data.train_split, kind="train", num_classes=cfg.model.num_classes)
         check_split(info, cfg.data.val_split, kind="eval", eval_size=cfg.model.img_size)
+        check_prepared_files(root, info, [cfg.data.train_split, cfg.data.val_split])
+    except DataFileError as err:
+        raise ConfigError("data.root", str(err)) from None
     except (OSError, ValueError) as err:
         raise ConfigError("data.root", f"{root}: {err} (model.num_classes={cfg.model.num_classes}, "
                                        f"model.img_size={cfg.model.img_size})") from err
