@@ -28,11 +28,18 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
     """(width, height) of the stored pixel grid.
 
     "header" reads only the header (fast; catches missing and non-image files). "decode" also
-    decodes the whole file at 1/8 scale (JPEG DCT scaling, so only a few times slower than the
-    header) and so catches truncated and corrupt data too. EXIF orientation is deliberately not
-    applied: dataset boxes refer to the stored pixel grid, and the writer decodes it the same way.
+    decodes the whole file at 1/8 scale (JPEG DCT scaling: every byte of the compressed data is
+    still decoded, so only a few times slower than the header) and so catches truncated and
+    corrupt data too. For JPEGs a decoder warning counts as corrupt: libjpeg fills what is missing
+    with grey and only warns (a 16 x 16 file whose header claims 12000 x 8000 would become a grey
+    image). EXIF orientation is deliberately not applied: dataset boxes refer to the stored pixel
+    grid, and the writer decodes it the same way.
     """
     try:
+        if verify == "decode":
+            data = path.read_bytes()
+            if data[:2] == _JPEG_MAGIC:
+                return _decode_jpeg_strictly(data)
         with Image.open(path) as im:
             width, height = im.size
             if verify == "decode":
@@ -46,6 +53,26 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
         raise ImageProblem("unreadable_image", f"{type(exc).__name__}: {exc}") from None
     if width < 1 or height < 1:
         raise ImageProblem("unreadable_image", f"empty image {width}x{height}")
+    return width, height
+
+
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+def _decode_jpeg_strictly(data: bytes) -> tuple[int, int]:
+    """(width, height) of a JPEG after decoding it at 1/8 scale with libjpeg-turbo's warnings
+    raised as errors (simplejpeg's strict mode: ValueError). Luma only, or CMYK as stored:
+    every coefficient is still decoded, colour conversion is skipped."""
+    import simplejpeg
+
+    height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    if width < 1 or height < 1:
+        raise ValueError(f"empty image {width}x{height}")
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="CMYK" if colorspace == "CMYK" else "GRAY",
+                               min_width=max(1, width // 8), min_height=max(1, height // 8), strict=True)
+    except ValueError as err:
+        raise ValueError(f"corrupt or truncated JPEG data, {width}x{height} in its header: {err}") from None
     return width, height
 
 

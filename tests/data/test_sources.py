@@ -324,3 +324,30 @@ def test_wsol_eval_split_needs_localization(tmp_path):
         convert_wsol_metadata(images, meta, progress=False)
     with pytest.raises(SourceError, match="image_ids.txt"):
         convert_wsol_metadata(images, tmp_path / "nowhere", progress=False)
+
+
+def test_jpeg_whose_header_does_not_match_its_data_is_skipped(tmp_path, capsys):
+    """A 16 x 16 JPEG whose header claims 12000 x 8000: libjpeg decodes it with a warning
+    (premature end of data) into a grey image; prepare treats the warning as corruption."""
+    import struct
+
+    from scm_ray.cli import main
+
+    cub = make_cub(tmp_path)
+    path = cub / "images/001.Red/img_1.jpg"
+    jpeg(path, 16, 16)
+    data = bytearray(path.read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5: sof + 9] = struct.pack(">HH", 8000, 12000)  # height, width
+    path.write_bytes(bytes(data))
+    conv = convert_cub(cub, progress=False)
+    (bad,) = problems(conv, "unreadable_image")
+    assert "images/001.Red/img_1.jpg" in bad.message and "12000x8000" in bad.message
+    assert "premature end" in bad.message and conv.report.skipped == {"unreadable_image": 1}
+    assert all(not r.path.endswith("img_1.jpg") for r in conv.records)
+    out = tmp_path / "out"
+    assert main(["prepare", "cub", "--root", str(cub), "--out", str(out), "--eval-size", "32",
+                 "--no-progress", "--strict", "--num-workers", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "img_1.jpg" in captured.out + captured.err and "Traceback" not in captured.err
+    assert (out / "records.parquet").is_file() and len(conv.records) == 4
