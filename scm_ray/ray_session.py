@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
 
 import ray
 
@@ -16,15 +19,60 @@ def connect(address: str = "", num_cpus: int | None = None) -> str:
     """
     if ray.is_initialized():
         return "existing Ray session"
+    quiet_console()
     target = address or os.environ.get("RAY_ADDRESS", "")
     if target:
         ray.init(address=target, log_to_driver=True)
         return f"Ray cluster at {target}"
+    local_defaults()
     # The dashboard (on 127.0.0.1 only) serves Ray's state API, which Ray Train's clean-up of
     # finished worker groups relies on; without it that actor warns every few seconds.
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=True, configure_logging=False)
-    return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+             dashboard_port=state_api_port(), log_to_driver=True, configure_logging=False)
+    auth = ", token auth" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs{auth})"
+
+
+def quiet_console() -> None:
+    """Plain worker-line prefixes when the output is not a terminal (a log file, a pipe): Ray
+    wraps "(pid=...)" in colour codes unless RAY_COLOR_PREFIX=0. An explicit setting wins."""
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
+def local_defaults() -> None:
+    """Settings for the embedded local Ray, made before it starts so its processes inherit
+    them. Ray Train's preemption watcher (it watches for nodes being drained, e.g. spot
+    preemption) has nothing to watch on one machine, and its actor logs an error-level line from
+    Ray's core on every run (constructor arguments in the object store): off, unless
+    RAY_TRAIN_ENABLE_PREEMPTION_WATCHER says otherwise. Ray's notice that a new local cluster
+    uses token authentication (its default) is dropped: the connect line says it instead."""
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenNotice) for f in logger.filters):
+        logger.addFilter(_TokenNotice())
+
+
+class _TokenNotice(logging.Filter):
+    """Drops exactly Ray's "Token authentication is enabled for this Ray cluster" notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def state_api_port() -> int | None:
+    """A port for the local Ray's dashboard, announced to every process of that Ray (they start
+    after this and inherit the variable) as RAY_API_SERVER_ADDRESS. Why: Ray Train's placement
+    group cleaner asks the state API for its controller without an address, and when several
+    Ray instances run on one host (other users, other jobs) Ray cannot tell which is meant and
+    the cleaner's thread dies with a traceback. None (Ray's own choice) when the variable is set."""
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return port
 
 
 def is_local_embedded(address: str = "") -> bool:

@@ -20,6 +20,8 @@ Only torch, timm and scm_ray.model are imported: this runs on a GPU box without 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import statistics
 import sys
@@ -85,18 +87,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bf16 = autocast for the backbone; the ADB stack stays float32")
     parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the eager models")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure torch.compile'd models")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="measure torch.compile'd models (default: on cuda; off on cpu, where "
+                             "compiling takes minutes)")
     parser.add_argument("--backend", default="inductor",
                         help="torch.compile backend for the compiled mode (aot_eager: trace only)")
     parser.add_argument("--dense", action="store_true",
                         help="also measure the SCM with the dense (reference) ADB stack")
     parser.add_argument("--iterations", type=int, nargs="+", default=[16, 4, 4, 4],
                         help="Newton-Schulz steps per ADB; the count sets the number of ADBs")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats, median reported (default 5 on cuda, 3 on cpu)")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps per timed repeat (default 10 on cuda, 1 on cpu)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant and mode")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps per variant and mode (default 2 on cuda, 1 on cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU intra-op threads (default: torch's); 1 is steadier on a shared machine")
     parser.add_argument("--clock", choices=("wall", "process"), default="wall",
@@ -117,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     batch = args.batch or (128 if device.type == "cuda" else 8)
     steps = args.steps or (10 if device.type == "cuda" else 1)
-    modes = [m for m, on in (("eager", args.eager), ("compiled", args.compile)) if on]
+    gpu = device.type == "cuda"
+    args.repeats = args.repeats or (5 if gpu else 3)  # the CPU defaults finish within a minute
+    args.warmup = args.warmup if args.warmup is not None else (2 if gpu else 1)
+    compiled = args.compile if args.compile is not None else device.type == "cuda"
+    modes = [m for m, on in (("eager", args.eager), ("compiled", compiled)) if on]
     if not modes:
         print("scm-ray bench step: --no-eager and --no-compile leave nothing to measure", file=sys.stderr)
         return 2
@@ -134,8 +143,11 @@ def run(args: argparse.Namespace) -> int:
     worst = (float("inf"), 0.0)
     for mode in modes:
         backend = args.backend if mode == "compiled" else None
+        print(f"{mode}: building plain and scm" + (f" (compiling with {backend}: the first steps are slow)"
+                                                   if backend else ""), flush=True)
         variants = build_variants(args, device, images, labels, backend)
-        results = measure(variants, mode, args.repeats, steps, args.warmup, device, images, args.clock)
+        results = measure(variants, mode, args.repeats, steps, args.warmup, device, images, args.clock,
+                          say=lambda line: print(f"{mode}: {line}", flush=True))
         print_results(results)
         plain, scm = results[0], results[1]
         thr, mem = plain.ms / scm.ms, scm.peak_bytes / plain.peak_bytes
@@ -239,18 +251,23 @@ def measure(
     device: torch.device,
     images: torch.Tensor,
     clock: str = "wall",
+    say: Callable[[str], None] = lambda line: None,
 ) -> list[Result]:
-    """Warm up every variant, time interleaved repeats, then measure each one's peak memory."""
+    """Warm up every variant, time interleaved repeats, then measure each one's peak memory;
+    `say` hears one line per stage (a CPU run takes a while and should not look stuck)."""
     for v in variants:
+        say(f"warm-up {v.name} ({warmup} steps)")
         for _ in range(warmup):
             v.step()
     synchronize(device)
     seconds: dict[str, list[float]] = {v.name: [] for v in variants}
     for r in range(repeats):
+        say(f"timed repeat {r + 1}/{repeats}")
         shift = r % len(variants)
         for v in variants[shift:] + variants[:shift]:  # rotate the order every repeat
             seconds[v.name].append(time_steps(v.step, steps, device, clock))
     results = []
+    say("peak memory")
     for v in variants:
         peak = resident_bytes(v, images) + step_growth_bytes(v.step, device)
         results.append(Result(v.name, mode, seconds[v.name], peak, images.shape[0]))
@@ -305,7 +322,7 @@ def cpu_step_growth_bytes(step: Callable[[], None]) -> int:
     """Replay the CPU allocator's alloc/free events recorded by the profiler, in time order."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [
         (e.start_ns(), e.nbytes())
@@ -317,6 +334,22 @@ def cpu_step_growth_bytes(step: Callable[[], None]) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence file descriptor 2 while the profiler runs: its C++ side (Kineto) writes
+    "USDT: profiler_start/stop" and, on a machine without a GPU, an error-level
+    "gpuGetDeviceCount failed" line there, bypassing Python. Exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def print_results(results: list[Result]) -> None:

@@ -6,6 +6,7 @@ Ray Train V2 calls these on its controller (whose output Ray forwards to the dri
 from __future__ import annotations
 
 import json
+import logging
 
 from ray.train.v2.api.callback import UserCallback
 
@@ -14,14 +15,16 @@ from scm_ray.train.history import _fs, write_text
 FAILURES_FILE = "failures.json"
 
 
-def format_epoch_line(metrics: dict, epochs: int) -> str:
+def format_epoch_line(metrics: dict, epochs: int, scm_blocks: int = 1) -> str:
+    """One driver line per epoch; "(SCM off: warm-up)" while a model with ADBs (scm_blocks > 0)
+    trains without them (scm.start_epoch), never for the TS-CAM baseline (0 blocks)."""
     keys = [("train/loss", "loss {:.4f}"), ("train/images_per_s", "{:.0f} img/s"),
             ("lr", "lr {:.2e}"), ("val/top1_cls", "top1-cls {:.1f}"),
             ("val/gt_known", "GT-Known {:.1f}"), ("val/top1_loc", "top1-loc {:.1f}"),
             ("val/maxboxacc_v2", "MaxBoxAccV2 {:.1f}"), ("epoch_seconds", "{:.1f} s")]
     parts = [f"epoch {metrics.get('epoch', '?')}/{epochs}"]
     parts += [fmt.format(metrics[k]) for k, fmt in keys if isinstance(metrics.get(k), (int, float))]
-    if metrics.get("scm_active") == 0:
+    if metrics.get("scm_active") == 0 and scm_blocks > 0:
         parts.append("(SCM off: warm-up)")
     return "[scm-ray] " + " | ".join(parts)
 
@@ -35,14 +38,38 @@ def read_failures(run_dir: str) -> int:
         return 0
 
 
+class _NoTraceback(logging.Filter):
+    """Keeps a Ray Train warning, drops its traceback: the controller's request to Ray's
+    autoscaling coordinator times out (5 s) whenever the machine is busy starting actors, which
+    Ray itself calls safe to ignore, and the traceback would read as a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to send resource request"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_TRANSIENT_WARNINGS = "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
+
+
 class EpochPrinter(UserCallback):
-    def __init__(self, epochs: int, run_dir: str):
+    """Runs in Ray Train's controller process (it arrives there pickled, so unpickling is where it
+    can set that process's loggers up, before the controller logs anything)."""
+
+    def __init__(self, epochs: int, run_dir: str, scm_blocks: int = 1):
         self.epochs = epochs
         self.run_dir = run_dir
+        self.scm_blocks = scm_blocks
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        logger = logging.getLogger(_TRANSIENT_WARNINGS)
+        if not any(isinstance(f, _NoTraceback) for f in logger.filters):
+            logger.addFilter(_NoTraceback())
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if metrics:
-            print(format_epoch_line(metrics[0], self.epochs), flush=True)
+            print(format_epoch_line(metrics[0], self.epochs, self.scm_blocks), flush=True)
 
     def after_exception(self, run_context, worker_exceptions) -> None:
         permanent = next(filter(None, map(permanent_error, worker_exceptions.values())), None)

@@ -186,7 +186,7 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
                 checkpoint_score_attribute=cfg.ray.checkpoint_metric,
                 checkpoint_score_order=cfg.ray.checkpoint_mode,
             ),
-            callbacks=[EpochPrinter(cfg.train.epochs, run_dir), *(extra_callbacks or [])],
+            callbacks=[EpochPrinter(cfg.train.epochs, run_dir, cfg.scm.num_blocks), *(extra_callbacks or [])],
             logging_config=LoggingConfig(log_level=cfg.ray.log_level),
         ),
     )

@@ -68,10 +68,12 @@ class WorkerGroupReaper(tune.Callback):
         self.delays_s = delays_s
         self._due: list[tuple[float, str]] = []
 
-    def _release(self, trial_id: str) -> None:
+    def _release(self, trial_id: str, say: bool = False) -> None:
+        """Release the trial's groups; said aloud only after a failure (a group released after a
+        completed or early-stopped trial is the expected course of things, see above)."""
         removed = release_worker_groups(f"{self.runs_root}/{trial_id}")
-        if removed:
-            print(f"[scm-ray] released {removed} worker group(s) trial {trial_id} left behind", flush=True)
+        if removed and say:
+            print(f"[scm-ray] released the worker group(s) of failed trial {trial_id} ({removed})", flush=True)
 
     def _later(self, trial_id: str) -> None:
         now = time.monotonic()
@@ -81,11 +83,11 @@ class WorkerGroupReaper(tune.Callback):
         self._later(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._release(trial.trial_id)
+        self._release(trial.trial_id, say=True)
         self._later(trial.trial_id)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        self._release(trial.trial_id)
+        self._release(trial.trial_id, say=True)
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         now = time.monotonic()

@@ -61,3 +61,18 @@ def test_benchmark_job_needs_neither_ray_nor_ffcv():
     last = result.stdout.strip().splitlines()[-1]
     assert LAST_LINE.match(last), last
     assert set(_rows(result.stdout, "eager")) == {"plain", "scm"}
+
+
+def test_cpu_defaults_eager_only_with_progress_and_a_quiet_stderr():
+    """On CPU the defaults skip torch.compile (minutes on a small CPU), every stage says so as it
+    starts, and the profiler's native "gpuGetDeviceCount failed" / USDT lines stay off stderr."""
+    tiny = TINY[:TINY.index("--repeats")] + ["--iterations", "6", "2"]  # default repeats and warm-up
+    result = subprocess.run([sys.executable, "-m", "scm_ray.cli", "bench", "step", *tiny],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _rows(result.stdout, "eager") and not _rows(result.stdout, "compiled"), result.stdout
+    for stage in ("eager: building plain and scm", "eager: warm-up scm (1 steps)", "eager: timed repeat 3/3",
+                  "eager: peak memory"):
+        assert stage in result.stdout, result.stdout
+    for noise in ("gpuGetDeviceCount", "ERROR", "USDT", "Traceback"):
+        assert noise not in result.stderr + result.stdout, result.stderr
