@@ -2,7 +2,8 @@
 optional Spatial Calibration Module used in training only.
 
 Inference never touches the SCM: logits = GAP(S0) and the localization map of class c is
-minmax(F0) * S0_c (DESIGN section 2). With scm=None (or zero blocks) this is TS-CAM.
+minmax(F0) * S0_c (DESIGN section 2). With scm=None (or zero blocks) it is the same model without the SCM
+("no SCM"; not TS-CAM, whose map is the raw attention sum times S0 at a fixed threshold).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class WSOLModel(nn.Module):
 
     def _maps(self, images: torch.Tensor, attention: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """S0, and F0 only when `attention`: without it every block runs timm's own forward, so a
-        step that does not use F0 (TS-CAM training, logits-only evaluation) pays nothing for it."""
+        step that does not use F0 (training without the SCM, logits-only evaluation) pays nothing for it."""
         vit = self.backbone
         x = vit.patch_embed(images)  # (B, N, D)
         x = vit._pos_embed(x)  # (B, T, D), T = prefix + N

@@ -1,10 +1,10 @@
 """The synthetic set is learnable for localization from random weights on CPU in seconds: the
 property the demo depends on (DESIGN section 8: a naive set reached only ~41 % GT-Known).
 
-A tiny ViT (64 px, 8 px patches, width 96, depth 4) trained as TS-CAM (no SCM) through the real
+A tiny ViT (64 px, 8 px patches, width 96, depth 4) trained without the SCM through the real
 FFCV loaders, with an auxiliary CLS-token classifier: the published method starts from a DeiT
 whose CLS attention was trained by exactly such a head, and the map's F0 factor is that
-attention. Without it, F0 is never trained in TS-CAM mode and GT-Known from random init varies
+attention. Without it, F0 is never trained without the SCM and GT-Known from random init varies
 with the seed (48-94 % in probes here); with it, 97-99 % after two epochs. GT-Known =
 largest-contour box of the GT-class map at the best of 20 thresholds has IoU >= 0.5 with the
 box (+1 pixel convention), computed here so this test depends only on the data pipeline and

@@ -71,7 +71,7 @@ def test_training_uses_scm_and_eval_does_not(tiny_model_cfg):
     train_logits = model(images)
     s0, _ = model.maps(images)
     assert not torch.allclose(train_logits, s0.mean((2, 3)))
-    model.scm_enabled = False  # warm-up phase: TS-CAM
+    model.scm_enabled = False  # warm-up phase: no SCM
     assert torch.allclose(model(images), s0.mean((2, 3)))
 
     # eval and localize never touch the SCM: poisoned SCM weights change nothing
@@ -163,7 +163,7 @@ def test_unknown_model_name_is_a_clear_error(tiny_model_cfg):
 
 
 def test_steps_without_the_scm_skip_the_cls_rows(tiny_model_cfg, monkeypatch):
-    """TS-CAM training and logits-only evaluation run timm's own blocks (no CLS-row work) and
+    """Training without the SCM and logits-only evaluation run timm's own blocks (no CLS-row work) and
     give the logits of S0; only an SCM training step computes F0."""
     import scm_ray.model.wsol as wsol
 

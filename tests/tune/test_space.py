@@ -20,7 +20,7 @@ def test_shipped_config_searches_the_issue_fields():
     cfg = _load()
     assert {"optim.lr", "scm.num_blocks", "scm.alpha", "scm.iterations_first",
             "scm.iterations_rest"} <= set(cfg.search.space)
-    assert 0 in cfg.search.space["scm.num_blocks"]["choice"]  # the TS-CAM baseline
+    assert 0 in cfg.search.space["scm.num_blocks"]["choice"]  # the no-SCM baseline
     assert cfg.search.metric == "val/gt_known" and cfg.search.mode == "max"
     assert cfg.train_config().scm.num_blocks == cfg.scm.num_blocks
 
