@@ -1,6 +1,6 @@
 """`scm-ray bench step`: training-step speed and peak memory, plain backbone vs SCM model.
 
-One run, one device, synthetic inputs. Each variant (TS-CAM = backbone + conv head with no SCM;
+One run, one device, synthetic inputs. Each variant (plain = backbone + conv head with no SCM;
 the SCM model with the fast ADB stack; optionally the dense ADB stack) does full training steps
 (forward, cross-entropy, backward, AdamW step). Repeats are interleaved across variants, in a
 rotating order, so that drift on a shared machine hits every variant alike; warm-up steps (and

@@ -17,7 +17,7 @@ FAILURES_FILE = "failures.json"
 
 def format_epoch_line(metrics: dict, epochs: int, scm_blocks: int = 1) -> str:
     """One driver line per epoch; "(SCM off: warm-up)" while a model with ADBs (scm_blocks > 0)
-    trains without them (scm.start_epoch), never for the TS-CAM baseline (0 blocks)."""
+    trains without them (scm.start_epoch), never for the model without the SCM (0 blocks)."""
     keys = [("train/loss", "loss {:.4f}"), ("train/images_per_s", "{:.0f} img/s"),
             ("lr", "lr {:.2e}"), ("val/top1_cls", "top1-cls {:.1f}"),
             ("val/gt_known", "GT-Known {:.1f}"), ("val/top1_loc", "top1-loc {:.1f}"),

@@ -1,5 +1,5 @@
 """A normal run's console: no traceback, no error-level line, no colour codes in a pipe, no
-token-auth notice, the epoch line once, and no "(SCM off: warm-up)" for the TS-CAM baseline.
+token-auth notice, the epoch line once, and no "(SCM off: warm-up)" for the no-SCM baseline.
 Run through the CLI in a subprocess while this test process holds a second Ray on the same host
 (what used to kill Ray Train's placement-group cleaner with a traceback)."""
 
