@@ -14,6 +14,7 @@ Files are loaded with ``torch.load(weights_only=True)``: a checkpoint is data, n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,8 +220,7 @@ def model_from_checkpoint(path: str | Path | CheckpointData, with_scm: bool = Fa
         scm_cfg = data.scm_config if with_scm else None
     except ConfigError as exc:
         raise CheckpointError(f"{data.path}: config is not valid for this scm-ray: {exc}") from None
-    model_cfg.pretrained = ""
-    model = build_model(model_cfg, scm_cfg)
+    model = build_model(dataclasses.replace(model_cfg, pretrained=""), scm_cfg)
     try:
         state = dict(data.model_state)
         if with_scm and model.scm is not None:

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from scm_ray.config import (
-    JOB_CONFIGS,
     ConfigError,
     SCMConfig,
     TrainJobConfig,
@@ -15,6 +14,7 @@ from scm_ray.config import (
     load_config,
     to_dict,
 )
+from scm_ray.config_cli import JOB_CONFIGS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
@@ -117,3 +117,108 @@ def test_several_gpu_workers_need_a_whole_gpu_each():
     one = load_config(TrainJobConfig, REPO / "jobs" / "configs" / "train_cub.yaml",
                       ["ray.use_gpu=true", "ray.num_workers=1", "ray.gpus_per_worker=0.5"])
     assert one.ray.gpus_per_worker == 0.5  # one rank may share a GPU with something else
+
+
+def test_configs_are_frozen_and_derived_with_replace():
+    import dataclasses
+
+    cfg = TrainJobConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim.lr = 1.0  # type: ignore[misc]
+    derived = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=1e-3))
+    assert derived.optim.lr == 1e-3 and cfg.optim.lr == 5e-5
+    with pytest.raises(ConfigError, match="lr: must be > 0"):  # replace validates like loading
+        dataclasses.replace(cfg.optim, lr=-1.0)
+
+
+def test_base_key_chains_relative_to_the_including_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("scm:\n  num_blocks: 2\n  iterations: [8, 2]\noptim:\n  lr: 1.0e-3\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\noptim:\n  weight_decay: 0.01\n")
+    (tmp_path / "sub" / "top.yaml").write_text("base: mid.yaml\noptim:\n  lr: 2.0e-3\n")
+    cfg = load_config(TrainJobConfig, tmp_path / "sub" / "top.yaml", ["optim.eps=1e-6"])
+    assert cfg.scm.block_iterations() == [8, 2]  # from the root, two files up the chain
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.eps) == (2e-3, 0.01, 1e-6)
+
+
+def test_base_cycles_and_missing_bases_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="base files form a cycle"):
+        load_config(TrainJobConfig, tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found: .*nowhere.yaml"):
+        load_config(TrainJobConfig, tmp_path / "c.yaml")
+
+
+def test_tune_yaml_extends_the_train_yaml():
+    from scm_ray.tune.config import TuneJobConfig
+
+    tune = load_config(TuneJobConfig, REPO / "jobs" / "configs" / "tune_synthetic.yaml")
+    train = load_config(TrainJobConfig, REPO / "jobs" / "configs" / "train_synthetic.yaml")
+    assert "base: train_synthetic.yaml" in (REPO / "jobs" / "configs" / "tune_synthetic.yaml").read_text()
+    assert tune.model == train.model and tune.data == train.data
+    assert tune.train.epochs == 3 and tune.ray.num_workers == 1 and tune.optim.schedule == "cosine"
+
+
+@pytest.mark.parametrize("override", ["optim.lr=.inf", "optim.weight_decay=.nan", "optim.eps=-.inf",
+                                      "optim.grad_clip=.nan", "scm.alpha=.inf", "scm.beta_init=.inf",
+                                      "scm.lambda_init=.nan", "optim.betas=[0.9, .nan]"])
+def test_non_finite_numbers_are_refused(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match="must be a finite number") as info:
+        load_config(TrainJobConfig, None, [override])
+    assert info.value.key.startswith(key)
+
+
+@pytest.mark.parametrize("override", ["scm.lambda_init=0", "scm.lambda_init=-1", "scm.beta_init=0"])
+def test_lambda_and_beta_init_must_be_positive(override):
+    with pytest.raises(ConfigError, match="must be a finite number > 0"):
+        load_config(TrainJobConfig, None, [override])
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "a/b", "../up", "a\\b"])
+def test_run_and_search_names_are_single_folder_names(name):
+    from scm_ray.tune.config import TuneJobConfig
+
+    with pytest.raises(ConfigError, match="ray.name: must be a single folder name"):
+        load_config(TrainJobConfig, None, [f"ray.name={name}"])
+    with pytest.raises(ConfigError, match="search.name: must be a single folder name"):
+        load_config(TuneJobConfig, REPO / "jobs" / "configs" / "tune_synthetic.yaml", [f"search.name={name}"])
+    assert load_config(TrainJobConfig, None, ["ray.name=run-1.b"]).ray.name == "run-1.b"
+
+
+def test_errors_name_the_override_not_the_file():
+    path = REPO / "jobs" / "configs" / "train_synthetic.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainJobConfig, path, ["optim.lr=abc"])
+    assert str(info.value) == "optim.lr: expected a number, got 'abc' (from --set optim.lr=abc)"
+    with pytest.raises(ConfigError) as info:  # a section set whole: the field inside is named too
+        load_config(TrainJobConfig, path, ["optim={lr: -1}"])
+    assert str(info.value).startswith("optim.lr: must be > 0") and "(from --set optim={lr: -1})" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # a value from the file still names the file
+        load_config(TrainJobConfig, path, ["optim.eps=1e-6", "scm.num_blocks=3"])
+    assert "scm.iterations" in str(info.value) and "train_synthetic.yaml" in str(info.value)
+
+
+def test_cli_config_errors_exit_2_naming_the_override_without_ray(capsys):
+    import sys
+
+    from scm_ray.cli import main
+
+    assert main(["train", "--config", "jobs/configs/train_synthetic.yaml", "--set", "optim.lr=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: expected a number, got 'abc' (from --set optim.lr=abc)" in err
+    assert "Traceback" not in err and "ray" not in sys.modules
+
+
+def test_a_non_vit_model_is_refused_by_name_before_ray(capsys):
+    import sys
+
+    from scm_ray.cli import main
+
+    assert main(["train", "--config", "jobs/configs/train_synthetic.yaml", "--set", "model.name=resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert "model.name: 'resnet50' is a ResNet, not a timm ViT/DeiT" in err
+    assert "Traceback" not in err and "TypeError" not in err
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # no Ray started

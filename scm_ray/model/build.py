@@ -5,8 +5,9 @@ from __future__ import annotations
 import timm
 import torch
 from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
-from scm_ray.config import ModelConfig, SCMConfig
+from scm_ray.config import ConfigError, ModelConfig, SCMConfig
 from scm_ray.model.pretrained import create_with_weights, weights_file
 from scm_ray.model.scm import SpatialCalibration
 from scm_ray.model.wsol import WSOLModel
@@ -28,6 +29,7 @@ def build_backbone(
     for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
         if value is not None:
             kwargs[key] = value
+    require_vit(name)
     file = weights_file(pretrained, name)
     try:
         if file:
@@ -35,6 +37,21 @@ def build_backbone(
         return timm.create_model(name, num_classes=0, **kwargs)
     except RuntimeError as exc:  # timm's "Unknown model (...)"
         raise ValueError(f"model.name: timm cannot build {name!r}: {exc}") from None
+
+
+def require_vit(name: str) -> None:
+    """Refuse, by name, a timm model that is not a ViT/DeiT (WSOLModel reads the CLS token's
+    attention): its class is learned from a weightless build on the meta device, because the
+    ViT keyword arguments (img_size, patch_size) make other architectures fail with a TypeError
+    that names neither the field nor the reason."""
+    if not timm.is_model(name):
+        raise ConfigError("model.name", f"timm has no model {name!r}; e.g. deit_small_patch16_224")
+    with torch.device("meta"):
+        probe = timm.create_model(name, num_classes=0)
+    if not isinstance(probe, VisionTransformer):
+        raise ConfigError("model.name", f"{name!r} is a {type(probe).__name__}, not a timm ViT/DeiT "
+                                        "(VisionTransformer with a CLS token), which the SCM needs; "
+                                        "e.g. deit_small_patch16_224 or vit_small_patch16_224")
 
 
 def build_scm(cfg: SCMConfig) -> SpatialCalibration | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,6 @@ def check_model(cfg: TrainJobConfig) -> None:
     """Build the model on the meta device (no memory, no weights): an architecture scm-ray
     cannot wrap fails here, naming model.name, instead of in every worker and every restart.
     Then the pretrained weights: see check_pretrained."""
-    import dataclasses
 
     import torch
 
@@ -80,6 +80,8 @@ def check_model(cfg: TrainJobConfig) -> None:
     try:
         with torch.device("meta"):
             build_model(dataclasses.replace(cfg.model, pretrained=""), cfg.scm)
+    except ConfigError:
+        raise  # already names the field and the reason
     except (TypeError, ValueError, RuntimeError, AssertionError) as err:
         raise ConfigError("model.name", f"cannot build {cfg.model.name!r} for WSOL: {err}") from err
     check_pretrained(cfg)
@@ -201,7 +203,8 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
     if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path
-        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+        root = str(Path(cfg.data.root).expanduser().resolve())
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
     storage, name, run_dir = resolve_run_dir(cfg, default_name)
     writable_storage("ray.storage_path", storage)
     check_resumable(cfg, run_dir)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scm_ray.config import TuneJobConfig, load_config
+from scm_ray.config import load_config
+from scm_ray.tune.config import TuneJobConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,13 +13,15 @@ dicts, so everything below `rows_from_results` is Ray-free.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from scm_ray.config import TuneJobConfig, dump_yaml
+from scm_ray.config import dump_yaml
+from scm_ray.tune.config import TuneJobConfig
 from scm_ray.train.history import _fs, write_parquet, write_text
 from scm_ray.tune.space import is_log_scale, trial_config
 
@@ -142,8 +144,8 @@ def write_trials(experiment: str, rows: list[dict]) -> None:
 
 def best_yaml_text(cfg: TuneJobConfig, row: dict, experiment: str) -> str:
     """The base training config with the best trial's values, under a header saying whence."""
-    train = trial_config(cfg.base_dict(), json.loads(row["config"]))
-    train.ray.name = ""  # a new run of its own, not the trial's
+    trial = trial_config(cfg.base_dict(), json.loads(row["config"]))
+    train = dataclasses.replace(trial, ray=dataclasses.replace(trial.ray, name=""))  # a run of its own
     metric = cfg.search.metric
     header = (f"# Best trial {row['trial_id']} of the search {experiment}\n"
               f"# {metric} {row[f'best/{metric}']:.4g} (epoch {row['best_epoch']}), "
@@ -223,11 +225,10 @@ def write_outputs(cfg: TuneJobConfig, experiment: str, rows: list[dict]) -> str:
     return board
 
 
-def summarise(cfg: TuneJobConfig, experiment: str, results, seconds: float) -> SearchSummary:
-    """Rows from Tune's results, the outputs written, the leaderboard printed."""
-    from scm_ray.tune.search import RUNS_FOLDER
-
-    rows = rows_from_results(cfg, results, f"{experiment}/{RUNS_FOLDER}")
+def summarise(cfg: TuneJobConfig, experiment: str, runs_root: str, results, seconds: float) -> SearchSummary:
+    """Rows from Tune's results (trial runs under `runs_root`), the outputs written, the
+    leaderboard printed."""
+    rows = rows_from_results(cfg, results, runs_root)
     board = write_outputs(cfg, experiment, rows)
     has_best = bool(rows) and not math.isnan(rows[0][f"best/{cfg.search.metric}"])
     summary = SearchSummary(experiment, rows, rows[0] if has_best else None, seconds)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig, to_dict
+from scm_ray.config import ConfigError, TrainJobConfig, to_dict
+from scm_ray.tune.config import TuneJobConfig
 from scm_ray.data.staging import is_uri
 from scm_ray.paths import writable_storage
 from scm_ray.tune.space import spec_kind, trial_config
@@ -283,8 +284,9 @@ def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
     )
 
 
-def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
-    """Everything that can fail before a trial starts: data, connection, what fits."""
+def prepare(cfg: TuneJobConfig, default_name: str) -> tuple[TuneJobConfig, SearchPlan]:
+    """Everything that can fail before a trial starts: data, connection, what fits. Returns
+    the config the search runs with (a local data.root made absolute) and its plan."""
     from scm_ray import ray_session
     from scm_ray.train.trainer import check_dataset, check_metric, check_model
 
@@ -297,7 +299,8 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
     check_metric(cfg, "search.metric", cfg.search.metric)
     if not is_uri(cfg.data.root):  # trials run in Tune's trial folders (and on other nodes)
-        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
+        root = str(Path(cfg.data.root).expanduser().resolve())
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
     storage, name, experiment = experiment_location(cfg, default_name)
     writable_storage("search.storage_path" if cfg.search.storage_path else "ray.storage_path", storage)
     if not cfg.search.resume and tune.Tuner.can_restore(experiment):
@@ -314,8 +317,8 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> SearchPlan:
         raise ConfigError("ray", "; ".join(problems))
     max_concurrent, line = concurrency(cfg, ray.cluster_resources(), embedded)
     print(f"[scm-ray] {line}", flush=True)
-    return SearchPlan(experiment=experiment, storage=storage, name=name, base=cfg.base_dict(),
-                      max_concurrent=max_concurrent)
+    return cfg, SearchPlan(experiment=experiment, storage=storage, name=name, base=cfg.base_dict(),
+                           max_concurrent=max_concurrent)
 
 
 def run_search(cfg: TuneJobConfig, default_name: str = "tune"):
@@ -325,10 +328,10 @@ def run_search(cfg: TuneJobConfig, default_name: str = "tune"):
 
     from scm_ray.tune.report import summarise
 
-    plan = prepare(cfg, default_name)
+    cfg, plan = prepare(cfg, default_name)
     print(f"[scm-ray] experiment folder: {plan.experiment}", flush=True)
     if not (cfg.search.resume and tune.Tuner.can_restore(plan.experiment)):
         record_settings(cfg, plan.experiment)
     start = time.perf_counter()
     results = build_tuner(cfg, plan).fit()
-    return summarise(cfg, plan.experiment, results, time.perf_counter() - start)
+    return summarise(cfg, plan.experiment, plan.runs_root, results, time.perf_counter() - start)

@@ -1,6 +1,6 @@
 """The search space as the YAML states it, and the training config each trial gets from it.
 
-Ray-free on purpose: config.py validates a tune YAML with these functions at load time (before
+Ray-free on purpose: tune/config.py validates a tune YAML with these functions at load time (before
 any cluster resource is taken, and in processes that never import Ray); only `tune.search`
 turns the checked specs into Ray Tune domains.
 
@@ -34,7 +34,7 @@ import math
 import re
 from typing import Any
 
-from scm_ray.config import ConfigError, TrainJobConfig, from_dict
+from scm_ray.config import ConfigError, TrainJobConfig, from_dict, set_dotted
 
 KINDS = ("loguniform", "uniform", "randint", "choice", "grid_search")
 RANGE_KINDS = ("loguniform", "uniform", "randint")
@@ -103,18 +103,6 @@ def _check_range(key: str, kind: str, args: list) -> None:
         raise ConfigError(key, f"{kind} needs low < high, got {args!r}")
     if kind == "loguniform" and low <= 0:
         raise ConfigError(key, f"loguniform needs low > 0, got {args!r}")
-
-
-def set_dotted(data: dict, name: str, value: Any) -> None:
-    """data["a"]["b"] = value for name "a.b"; a non-section on the way is a ConfigError."""
-    parts = name.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(name, f"{part} is not a section")
-        node = child
-    node[parts[-1]] = value
 
 
 def _base_counts(scm: dict) -> tuple[int, int]:

@@ -257,7 +257,7 @@ def test_actors_that_die_while_starting_are_replaced_up_to_a_cap(local_ray, tmp_
     from scm_ray.evaluate.pool import ActorPool, Task
 
     cfg = _cfg("ray.num_actors=1", "ray.max_retries=2")
-    cfg.eval.threshold_step = -1.0  # invalid past load_config's checks: EvalActor.__init__ raises
+    object.__setattr__(cfg.eval, "threshold_step", -1.0)  # invalid past load_config's checks: EvalActor.__init__ raises
     outcomes: dict[str, dict] = {}
     pool = ActorPool(cfg, 1)
     try:

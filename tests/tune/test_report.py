@@ -8,7 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from scm_ray.config import ConfigError, TrainJobConfig, TuneJobConfig, load_config
+from scm_ray.config import ConfigError, TrainJobConfig, load_config
+from scm_ray.tune.config import TuneJobConfig
 from scm_ray.tune.report import rank, trial_row, write_outputs
 from scm_ray.tune.search import concurrency, trials_that_fit
 

@@ -18,7 +18,8 @@ import pytest
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray")
 
-from scm_ray.config import TuneJobConfig, load_config  # noqa: E402
+from scm_ray.config import load_config  # noqa: E402
+from scm_ray.tune.config import TuneJobConfig  # noqa: E402
 from scm_ray.train.history import read_history  # noqa: E402
 from scm_ray.tune.search import run_search  # noqa: E402
 

@@ -10,7 +10,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from scm_ray.cli import main  # noqa: E402
-from scm_ray.config import TrainJobConfig, TuneJobConfig, load_config  # noqa: E402
+from scm_ray.config import TrainJobConfig, load_config  # noqa: E402
+from scm_ray.tune.config import TuneJobConfig  # noqa: E402
 from scm_ray.train.history import read_history  # noqa: E402
 from scm_ray.train.trainer import run_training  # noqa: E402
 from scm_ray.tune.search import run_search  # noqa: E402

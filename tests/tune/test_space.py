@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scm_ray.config import ConfigError, TuneJobConfig, load_config
+from scm_ray.config import ConfigError, load_config
+from scm_ray.tune.config import TuneJobConfig
 from scm_ray.tune.space import trial_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "tune_synthetic.yaml"
