@@ -14,25 +14,18 @@ import torch
 import torch.distributed as dist
 
 from scm_ray.data.ffcv_io import pixel_grid_boxes
-from scm_ray.metrics import LocalizationAccumulator, thresholds_for
+from scm_ray.metrics import LocalizationAccumulator, MetricSet, thresholds_for
 from scm_ray.model.wsol import class_maps
 
 
-def make_accumulator(threshold_step: float, iou_thresholds, num_classes: int) -> LocalizationAccumulator:
-    """Accumulator over tau = 0, step, ..., < 1 with Top-k for k = min(5, classes)."""
-    thresholds = thresholds_for(threshold_step)
-    return LocalizationAccumulator(thresholds, v2_ious=list(iou_thresholds), k=min(5, num_classes))
+def validation_metrics(protocol: str, iou_thresholds, num_classes: int) -> MetricSet:
+    """What evaluate_split reports for these settings (Top-k with k = min(5, classes))."""
+    return MetricSet.for_dataset(protocol, iou_thresholds, num_classes)
 
 
-def val_metric_names(threshold_step: float, iou_thresholds, num_classes: int, protocol: str) -> list[str]:
-    """The names evaluate_split reports (without prefix) for these settings, read off a
-    one-image accumulator, so a metric named in a config can be checked before any run."""
-    acc = make_accumulator(threshold_step, iou_thresholds, num_classes)
-    ramp = np.linspace(0, 1, 16).reshape(1, 4, 4)  # (1, 4, 4)
-    acc.update(np.array([0]), np.arange(acc.k)[None], [np.array([[0, 0, 1, 1]])], ramp, ramp)
-    summary = acc.compute(protocol=protocol).summary()
-    return sorted([k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-                  + ["num_images"])
+def make_accumulator(threshold_step: float, metrics: MetricSet) -> LocalizationAccumulator:
+    """Accumulator over tau = 0, step, ..., < 1 counting what `metrics` reports."""
+    return LocalizationAccumulator.for_metrics(metrics, thresholds_for(threshold_step))
 
 
 class BatchMaps(NamedTuple):
@@ -85,16 +78,14 @@ def evaluate_split(model, loader, device: torch.device, num_classes: int, protoc
     module = getattr(model, "module", model)
     was_training = module.training
     module.eval()
-    acc = make_accumulator(threshold_step, iou_thresholds, num_classes)
+    metric_set = validation_metrics(protocol, iou_thresholds, num_classes)
+    acc = make_accumulator(threshold_step, metric_set)
     for images, labels, boxes, box_count, _index in loader:
         accumulate_batch(module, acc, images, labels, boxes, box_count, use_bf16)
     if distributed:
         acc = _all_reduce(acc, device)
     module.train(was_training)
-    result = acc.compute(protocol=protocol)
-    metrics = {f"{prefix}{k}": v for k, v in result.summary().items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    metrics[f"{prefix}num_images"] = result.n_images
+    metrics = metric_set.epoch_row(acc.compute(protocol=protocol), prefix)
     return (metrics, acc) if return_accumulator else metrics
 
 

@@ -219,6 +219,28 @@ def _from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         raise exc.prefixed(prefix) if prefix else exc
 
 
+def field_type(cls: type, key: str) -> Any:
+    """The annotation of the dotted field `key` of config class `cls`; a ConfigError saying why
+    when there is no such field (a search space names fields by their dotted keys)."""
+    tp: Any = cls
+    parts = split_key(key)
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(key, f"{parts[i - 1]} is not a section")
+        names = [f.name for f in dataclasses.fields(tp) if f.init]
+        if part not in names:
+            where = join_key(*parts[:i]) or tp.__name__
+            raise ConfigError(key, f"unknown key in {where}; allowed keys: {', '.join(names)}")
+        tp = typing.get_type_hints(tp)[part]
+    return tp
+
+
+def is_integer_field(tp: Any) -> bool:
+    """int, or int | None: a field that refuses the floats uniform/loguniform sample."""
+    options = get_args(tp) if get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return int in options and float not in options
+
+
 def from_dict(cls: type[T], data: dict | None) -> T:
     """Build and validate a config dataclass from plain data (YAML or a dict that crossed Ray)."""
     return _from_dict(cls, data or {})

@@ -187,7 +187,8 @@ def _run_pool(tasks, bases: dict, rows: dict, found: list[FoundCheckpoint], cfg:
         row.update(_write_files(out_dir, slugs[task.checkpoint], report.files))
         _note_next_to_checkpoint(paths[task.checkpoint], row, out_dir)
         rows[task.checkpoint] = row
-        write_results(out_dir, with_varying_config(sorted(rows.values(), key=lambda r: str(r["checkpoint"]))))
+        write_results(out_dir, with_varying_config(sorted(rows.values(), key=lambda r: str(r["checkpoint"]))),
+                      cfg.eval.iou_thresholds)
 
     pool = ActorPool(cfg, size)
     try:

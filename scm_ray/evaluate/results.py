@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scm_ray.config import ConfigError, flatten
+from scm_ray.metrics.accumulator import V2_IOUS
+from scm_ray.metrics.metric_set import MetricSet, topk_column
 from scm_ray.train.history import write_parquet
 
 RESULTS_FILE = "results.parquet"
@@ -30,10 +31,10 @@ PERMANENT_ERROR_KIND = "checkpoint"
 FIRST_COLUMNS = ("checkpoint", "run", "epoch", "status", "error", "error_kind", "protocol", "tau_source",
                  "n_images", "gt_known", "gt_known_tau", "top1_loc", "top1_loc_tau")
 TIMING_COLUMNS = ("images_per_s", "wall_s", "eval_s", "load_s")
-_METRIC = re.compile(r"^(top\d+_(loc|cls)|gt_known|maxboxacc.*)(_tau)?$")
+# The held-out split's metrics (the "wsol" protocol's tau and checkpoint choice) carry this prefix.
+HELDOUT = "heldout_"
 # Headline metrics of the printed table (top{k}_loc is added per table).
 TABLE_METRICS = ("gt_known", "top1_loc", "top1_cls", "maxboxacc", "maxboxacc_v2")
-_TOPK_LOC = re.compile(r"^top([2-9]|\d\d+)_loc$")
 
 
 def read_results(out_dir: str | Path, force: bool = False) -> list[dict]:
@@ -58,9 +59,9 @@ def read_results(out_dir: str | Path, force: bool = False) -> list[dict]:
     return []
 
 
-def write_results(out_dir: str | Path, rows: list[dict]) -> Path:
+def write_results(out_dir: str | Path, rows: list[dict], iou_thresholds=V2_IOUS) -> Path:
     """Replace <out>/results.parquet atomically (a crash mid-write keeps the previous table)."""
-    write_parquet(str(out_dir), RESULTS_FILE, to_table(rows))
+    write_parquet(str(out_dir), RESULTS_FILE, to_table(rows, iou_thresholds))
     return Path(out_dir) / RESULTS_FILE
 
 
@@ -96,10 +97,18 @@ def with_varying_config(rows: list[dict]) -> list[dict]:
     return out
 
 
-def to_table(rows: list[dict]) -> pa.Table:
+def metric_columns(rows: list[dict], iou_thresholds=V2_IOUS) -> set[str]:
+    """The test metrics' columns of these rows: what their metric sets (protocol, k, and the
+    evaluation's IoU thresholds) name. Rows without them (failed ones) add none."""
+    return {column for r in rows if r.get("k") and r.get("protocol")
+            for column in MetricSet(r["protocol"], tuple(iou_thresholds), int(r["k"])).columns()}
+
+
+def to_table(rows: list[dict], iou_thresholds=V2_IOUS) -> pa.Table:
     """Arrow table with stable column order; a column whose values mix kinds (a list here, a
     number there) is stored as JSON text so one odd config never breaks the file."""
-    names = sorted({k for r in rows for k in r}, key=_column_rank)
+    metrics = metric_columns(rows, iou_thresholds)
+    names = sorted({k for r in rows for k in r}, key=lambda name: _column_rank(name, metrics))
     columns = {}
     for name in names:
         values = [r.get(name) for r in rows]
@@ -107,12 +116,12 @@ def to_table(rows: list[dict]) -> pa.Table:
     return pa.table(columns) if rows else pa.table({"checkpoint": pa.array([], pa.string())})
 
 
-def _column_rank(name: str) -> tuple:
+def _column_rank(name: str, metrics: set[str]) -> tuple:
     if name in FIRST_COLUMNS:
         return (0, FIRST_COLUMNS.index(name), name)
-    if _METRIC.match(name):
+    if name in metrics:
         return (1, 0, name)
-    if name.startswith("heldout_"):
+    if name.startswith(HELDOUT):
         return (2, 0, name)
     if name in TIMING_COLUMNS:
         return (3, TIMING_COLUMNS.index(name), name)
@@ -138,19 +147,17 @@ def _uniform(values: list) -> list:
 
 
 def topk_loc_column(rows: list[dict]) -> str | None:
-    """The Top-k Loc column of these rows (k = min(5, classes), e.g. top5_loc)."""
-    for row in rows:
-        for key in row:
-            if _TOPK_LOC.match(key):
-                return key
-    return None
+    """The Top-k Loc column of these rows (k = min(5, classes), e.g. top5_loc); None when k is
+    1 (Top-1 Loc is its own column) or no row says."""
+    k = next((int(r["k"]) for r in rows if r.get("k")), None)
+    return topk_column("loc", k) if k and k > 1 else None
 
 
 def ranking_column(rows: list[dict], sort_by: str = "gt_known") -> str:
     """The column checkpoints are ranked by: under "wsol" the held-out split's value (choosing
     a checkpoint by its test numbers would leak the test split), under "paper" the test's."""
-    name = (topk_loc_column(rows) or "top5_loc") if sort_by == "topk_loc" else sort_by
-    heldout = f"heldout_{name}"
+    name = (topk_loc_column(rows) or topk_column("loc", 5)) if sort_by == "topk_loc" else sort_by
+    heldout = f"{HELDOUT}{name}"
     ok = [r for r in rows if r.get("status") == "ok"]
     if ok and all(r.get("protocol") == "wsol" and r.get(heldout) is not None for r in ok):
         return heldout

@@ -31,8 +31,9 @@ from scm_ray.checkpoint import (
 )
 from scm_ray.config import EvaluateJobConfig
 from scm_ray.evaluate.plots import OverlaySamples, curves_png, overlays_png
+from scm_ray.evaluate.results import HELDOUT
 from scm_ray.inference import BatchMaps, batch_maps, make_accumulator, update_accumulator
-from scm_ray.metrics import LocalizationAccumulator, LocalizationResult
+from scm_ray.metrics import LocalizationAccumulator, LocalizationResult, MetricSet
 
 # error_kind values. Only a defect of the checkpoint file itself is certain to repeat while the
 # file is unchanged, so only that kind is remembered between runs (see results.py). A file this
@@ -173,7 +174,7 @@ def _display_images(images: torch.Tensor, count: int) -> list[np.ndarray]:
 def _warm_box_kernels() -> None:
     """Load the numba box kernels now (from their cache, or compiling them), so the first
     checkpoint's throughput is not charged for it."""
-    acc = make_accumulator(0.5, [0.5], 2)
+    acc = make_accumulator(0.5, MetricSet("paper", (0.5,), 2))  # "paper": every kernel runs
     ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     acc.update(np.array([0]), np.array([[0, 1]]), [np.array([[1, 1, 5, 5]])], ramp[None], ramp[None])
 
@@ -222,19 +223,22 @@ class CheckpointEvaluator:
         num_classes = data.model_config.num_classes
         t1 = time.perf_counter()
         runs, heldout = [], None
-        if protocol == "wsol":
-            runs.append(self._run_split(model, data_root, self.job.data.heldout_split, num_classes, 0))
+        ious = self.job.eval.iou_thresholds
+        if protocol == "wsol":  # taus picked on the held-out split, always under "wsol"
+            runs.append(self._run_split(model, data_root, self.job.data.heldout_split,
+                                        MetricSet.for_dataset("wsol", ious, num_classes), 0))
             heldout = runs[-1].acc.compute("wsol")
-        runs.append(self._run_split(model, data_root, self.job.data.test_split, num_classes,
+        runs.append(self._run_split(model, data_root, self.job.data.test_split,
+                                    MetricSet.for_dataset(protocol, ious, num_classes),
                                     self.job.report.overlay_images))
         test = runs[-1].acc.compute(protocol, thresholds_from=heldout)
         eval_s = time.perf_counter() - t1
         seconds = sum(r.seconds for r in runs)
         row = {"status": "ok", "error_kind": None, "error": None, "epoch": data.epoch,
-               "global_step": data.global_step, **test.summary(), "load_s": load_s, "eval_s": eval_s,
+               "global_step": data.global_step, "k": test.k, **test.summary(), "load_s": load_s, "eval_s": eval_s,
                "images_per_s": sum(r.images for r in runs) / seconds if seconds > 0 else None}
         if heldout is not None:
-            row.update({f"heldout_{k}": v for k, v in heldout.summary().items()
+            row.update({f"{HELDOUT}{k}": v for k, v in heldout.summary().items()
                         if k not in ("protocol", "tau_source")})
         return CheckpointReport(row, data.config, self._files(test, heldout, runs[-1].samples, info, title))
 
@@ -246,13 +250,12 @@ class CheckpointEvaluator:
             raise DataError(f"{data_root} has {classes} classes but the checkpoint's model predicts "
                             f"{model_classes}")
 
-    def _run_split(self, model, data_root: str, split: str, num_classes: int, keep: int) -> SplitRun:
+    def _run_split(self, model, data_root: str, split: str, metrics: MetricSet, keep: int) -> SplitRun:
         """Model on this thread, boxes on the counter's threads; the first `keep` images kept
         for the overlay figure."""
         loader = self.data.loader(data_root, split)
         eval_cfg = self.job.eval
-        counter = BoxCounter(lambda: make_accumulator(eval_cfg.threshold_step, eval_cfg.iou_thresholds,
-                                                      num_classes), self.box_threads)
+        counter = BoxCounter(lambda: make_accumulator(eval_cfg.threshold_step, metrics), self.box_threads)
         run = SplitRun(samples=OverlaySamples())
         start = warm = time.perf_counter()
         try:

@@ -14,7 +14,8 @@ from scm_ray.metrics.boxes import (
     extract_boxes,
     thresholds_for,
 )
-from scm_ray.metrics.protocols import PROTOCOLS, LocalizationResult, Metric, compute
+from scm_ray.metrics.metric_set import PROTOCOLS, MetricSet, top_k
+from scm_ray.metrics.protocols import LocalizationResult, Metric, compute
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -23,10 +24,12 @@ __all__ = [
     "LocalizationResult",
     "MapBoxes",
     "Metric",
+    "MetricSet",
     "box_iou",
     "boxes_from_scoremap",
     "check_boxes",
     "compute",
     "extract_boxes",
     "thresholds_for",
+    "top_k",
 ]

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from scm_ray.metrics import protocols
+from scm_ray.metrics.metric_set import GT_KNOWN_IOU, MetricSet
 from scm_ray.metrics.boxes import (
     DEFAULT_THRESHOLDS,
     check_boxes,
@@ -31,7 +32,6 @@ from scm_ray.metrics.boxes import (
     iou_unchecked,
 )
 
-GT_KNOWN_IOU = 0.5
 V2_IOUS = (0.3, 0.5, 0.7)
 _SCALARS = ("n_images", "cls_top1", "cls_topk")
 
@@ -134,6 +134,12 @@ class LocalizationAccumulator:
         if not isinstance(maps, np.ndarray) or maps.ndim != 3 or maps.shape[0] != b:
             raise ValueError(f"{name} must be a (B={b}, H, W) numpy array, got {getattr(maps, 'shape', type(maps))}")
         check_scoremap(maps.reshape(-1, maps.shape[-1]), name)
+
+    @classmethod
+    def for_metrics(cls, metrics: MetricSet, thresholds=DEFAULT_THRESHOLDS) -> "LocalizationAccumulator":
+        """An accumulator counting exactly what `metrics` reports: the top-1 predicted maps'
+        boxes only for the "paper" protocol (under "wsol" they would be extracted for nothing)."""
+        return cls(thresholds, v2_ious=metrics.iou_thresholds, k=metrics.k, paper=metrics.needs_top1_maps)
 
     # ---------------------------------------------------------------------------- combining
     def _config(self) -> dict:

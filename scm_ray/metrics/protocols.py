@@ -1,4 +1,4 @@
-"""The two evaluation protocol families of DESIGN section 3: how tau is picked, which map counts.
+"""The two evaluation protocol families (docs/protocols.md): how tau is picked, which map counts.
 
 Both start from the same per-threshold counts (accumulator.py); they differ only in
 - "wsol" (Choe et al., CVPR 2020): every box comes from the ground-truth class's map. tau is
@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-PROTOCOLS = ("wsol", "paper")
+from scm_ray.metrics.metric_set import PROTOCOLS, MetricSet
+
 
 
 @dataclass(frozen=True)
@@ -58,24 +59,11 @@ class LocalizationResult:
     curves: dict[str, np.ndarray] = field(repr=False)
 
     def summary(self) -> dict[str, float | str | None]:
-        """Flat, JSON-friendly numbers (curves left out) keyed the way tables print them."""
-        row: dict[str, float | str | None] = {
-            "protocol": self.protocol,
-            "tau_source": self.tau_source,
-            "n_images": self.n_images,
-            "top1_cls": self.top1_cls,
-            f"top{self.k}_cls": self.topk_cls,
-            "maxboxacc_v2": self.maxboxacc_v2,
-        }
-        for name in ("gt_known", "top1_loc", "topk_loc", "maxboxacc"):
-            metric: Metric = getattr(self, name)
-            key = f"top{self.k}_loc" if name == "topk_loc" else name
-            row[key] = metric.value
-            row[f"{key}_tau"] = metric.tau
-        for iou, metric in self.v2_per_iou.items():
-            row[f"maxboxacc_v2_iou{round(iou * 100)}"] = metric.value
-            row[f"maxboxacc_v2_iou{round(iou * 100)}_tau"] = metric.tau
-        return row
+        """Flat, JSON-friendly numbers (curves left out), named by the metric set."""
+        return self.metric_set().row(self)
+
+    def metric_set(self) -> MetricSet:
+        return MetricSet(self.protocol, tuple(self.v2_per_iou), self.k)
 
     def taus(self) -> dict[str, float | None]:
         """Per-metric tau, the form `thresholds_from` reads."""

@@ -150,10 +150,10 @@ EPOCH_KEYS = ("epoch", "global_step", "epoch_seconds", "lr", "scm_active",
 def check_metric(cfg: TrainJobConfig, key: str, name: str) -> None:
     """`name` (the value of config field `key`) must be a metric the epochs report: a typo
     would otherwise score every checkpoint -inf (Ray only logs it) or fail every trial late."""
-    from scm_ray.inference import val_metric_names
+    from scm_ray.inference import validation_metrics
 
-    val = [f"val/{m}" for m in val_metric_names(cfg.eval.threshold_step, cfg.eval.iou_thresholds,
-                                                 cfg.model.num_classes, cfg.eval.protocol)]
+    val = validation_metrics(cfg.eval.protocol, cfg.eval.iou_thresholds,
+                             cfg.model.num_classes).epoch_columns("val/")
     if name in val or name in EPOCH_KEYS or name.startswith(("scm/", "guard/")):
         return
     raise ConfigError(key, f"{name!r} is not a reported metric; one of: {', '.join([*val, *EPOCH_KEYS])}")

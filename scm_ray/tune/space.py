@@ -35,6 +35,7 @@ import re
 from typing import Any
 
 from scm_ray.config import ConfigError, TrainJobConfig, from_dict, set_dotted
+from scm_ray.config.loader import field_type, is_integer_field
 
 KINDS = ("loguniform", "uniform", "randint", "choice", "grid_search")
 RANGE_KINDS = ("loguniform", "uniform", "randint")
@@ -167,16 +168,19 @@ def _check_field(name: str, kind: str, args: list, base: dict) -> list:
                                "storage, names); set it outside search.space")
     if name in PSEUDO_FIELDS and kind not in ("randint", "choice", "grid_search"):
         raise ConfigError(key, f"iteration counts are integers: use randint, choice or grid_search, not {kind}")
+    if name not in PSEUDO_FIELDS:
+        try:
+            tp = field_type(TrainJobConfig, name)
+        except ConfigError as exc:
+            raise ConfigError(key, f"not a training config field ({exc})") from None
+        if kind in ("uniform", "loguniform") and is_integer_field(tp):
+            raise ConfigError(key, f"is an integer field: use randint, choice or grid_search, "
+                                   f"not {kind} (it samples floats)")
     values = _probe_values(kind, args)
     for value in values:
         try:
             trial_config(base, {name: value})
         except ConfigError as exc:
-            if "unknown key" in exc.message or "is not a section" in exc.message:
-                raise ConfigError(key, f"not a training config field ({exc})") from None
-            if kind in ("uniform", "loguniform") and "expected an integer" in exc.message:
-                raise ConfigError(key, f"is an integer field: use randint, choice or grid_search, "
-                                       f"not {kind} (it samples floats)") from None
             raise ConfigError(key, f"value {value!r} is not valid for the training config: {exc}") from None
     return values
 

@@ -87,7 +87,7 @@ def test_reuse_rule():
 
 
 def _row(name: str, gt: float | None, heldout: float | None, config: dict | None, status: str = "ok") -> dict:
-    return {"checkpoint": f"/runs/r/{name}", "run": "r", "status": status, "protocol": "wsol",
+    return {"checkpoint": f"/runs/r/{name}", "run": "r", "status": status, "protocol": "wsol", "k": 4,
             "tau_source": "held-out", "gt_known": gt, "heldout_gt_known": heldout, "heldout_top4_loc": heldout,
             "top1_loc": gt,
             "top4_loc": gt, "top1_cls": 50.0, "maxboxacc": gt, "maxboxacc_v2": gt, "gt_known_tau": 0.5,
@@ -134,6 +134,7 @@ def test_a_config_field_of_mixed_kinds_is_stored_as_text(tmp_path):
 def test_threaded_box_counter_matches_one_accumulator():
     from scm_ray.evaluate.worker import BoxCounter
     from scm_ray.inference import BatchMaps, make_accumulator, update_accumulator
+    from scm_ray.metrics import MetricSet
 
     rng = np.random.default_rng(0)
     batches = []
@@ -143,10 +144,11 @@ def test_threaded_box_counter_matches_one_accumulator():
         topk = np.argsort(rng.random((3, 4)), axis=1)
         boxes = [np.array([[2, 3, 15, 20]], np.float32) for _ in range(3)]
         batches.append(BatchMaps(labels, topk, boxes, maps[:, 0], maps[:, 1]))
-    single = make_accumulator(0.1, [0.3, 0.5], 4)
+    metrics = MetricSet("paper", (0.3, 0.5), 4)  # the top-1 maps are scored too
+    single = make_accumulator(0.1, metrics)
     for batch in batches:
         update_accumulator(single, batch)
-    counter = BoxCounter(lambda: make_accumulator(0.1, [0.3, 0.5], 4), threads=3)
+    counter = BoxCounter(lambda: make_accumulator(0.1, metrics), threads=3)
     for batch in batches:
         counter.add(batch)
     assert np.array_equal(counter.finish().counts_vector(), single.counts_vector())

@@ -194,3 +194,23 @@ def test_update_validation():
     with pytest.raises(ValueError, match="protocol"):
         acc.update(labels, topk, box, m, m) or acc.compute("cvpr")
     assert acc.n_images == 1  # the failed updates added nothing
+
+
+def test_metric_set_names_the_columns_results_hold():
+    from scm_ray.metrics import MetricSet
+
+    wsol = MetricSet.for_dataset("wsol", [0.3, 0.5, 0.7], num_classes=4)
+    assert wsol.k == 4 and wsol.topk_loc == "top4_loc" and not wsol.needs_top1_maps
+    assert MetricSet.for_dataset("paper", [0.5], num_classes=200).k == 5
+    assert MetricSet.for_dataset("paper", [0.5], num_classes=200).needs_top1_maps
+    acc = LocalizationAccumulator.for_metrics(wsol, np.arange(0, 1, 0.25))
+    assert acc.paper is False  # the "wsol" protocol never extracts the top-1 maps' boxes
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 8, 8))
+    acc.update(np.array([0, 1, 2]), np.array([[0, 1, 2, 3]] * 3), [np.array([[1, 1, 5, 5]])] * 3, maps)
+    row = acc.compute("wsol").summary()
+    numeric = [k for k, v in row.items() if isinstance(v, (int, float))]
+    assert sorted(numeric) == sorted(wsol.columns())
+    assert sorted(wsol.epoch_columns("val/")) == sorted([f"val/{c}" for c in wsol.columns()] + ["val/num_images"])
+    with pytest.raises(ValueError, match="paper"):  # a "wsol" accumulator has no paper counts
+        acc.compute("paper")
