@@ -6,6 +6,7 @@ import pytest
 
 from scm_ray.config import (
     ConfigError,
+    EvaluateJobConfig,
     SCMConfig,
     TrainJobConfig,
     apply_overrides,
@@ -14,7 +15,7 @@ from scm_ray.config import (
     load_config,
     to_dict,
 )
-from scm_ray.config_cli import JOB_CONFIGS
+from scm_ray.config_cli import job_config_class
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
@@ -85,7 +86,7 @@ def test_yaml_file_errors_name_the_file(tmp_path):
         load_config(TrainJobConfig, tmp_path / "list.yaml")
 
 
-def test_zero_blocks_is_valid_ts_cam():
+def test_zero_blocks_is_valid_no_scm():
     cfg = from_dict(SCMConfig, {"num_blocks": 0})
     assert cfg.block_iterations() == []
 
@@ -97,9 +98,19 @@ def test_there_are_shipped_configs():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_yaml_loads(path):
-    kind = path.name.split("_", 1)[0]
-    assert kind in JOB_CONFIGS, f"{path.name}: name must start with one of {sorted(JOB_CONFIGS)}"
-    load_config(JOB_CONFIGS[kind], path)
+    load_config(job_config_class(path), path)
+
+
+def test_paper_recipes_validate_on_test_with_the_paper_protocol_in_float32():
+    """The published numbers' protocol: checkpoint and tau chosen on the test split itself."""
+    for name, base in (("paper_cub.yaml", "train_cub.yaml"), ("paper_imagenet.yaml", "train_imagenet.yaml")):
+        assert job_config_class(REPO / "jobs" / "configs" / name) is TrainJobConfig
+        cfg = load_config(TrainJobConfig, REPO / "jobs" / "configs" / name)
+        recipe = load_config(TrainJobConfig, REPO / "jobs" / "configs" / base)
+        assert (cfg.data.val_split, cfg.eval.protocol, cfg.train.precision) == ("test", "paper", "fp32")
+        assert (cfg.optim, cfg.model, cfg.scm, cfg.train.epochs) == (recipe.optim, recipe.model, recipe.scm, recipe.train.epochs)
+    cfg = load_config(EvaluateJobConfig, REPO / "jobs" / "configs" / "evaluate_paper.yaml")
+    assert (cfg.eval.protocol, cfg.eval.threshold_step, cfg.ray.precision) == ("paper", 0.01, "fp32")
 
 
 def test_config_error_survives_pickling():
