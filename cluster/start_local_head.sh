@@ -70,6 +70,12 @@ case "$host" in
     0.0.0.0|::) ;;
     *) cmd+=(--node-ip-address="$host") ;;
 esac
+# Ray turns a loopback --node-ip-address into the host's address (so that other nodes could
+# join) unless its "clusters enabled" switch is off; off, GCS, raylet, agents and workers all
+# bind 127.0.0.1, and no other node can join this head, which a local head does not want.
+case "$host" in
+    127.*|localhost) export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=${RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER:-0} ;;
+esac
 [ -n "$num_cpus" ] && cmd+=(--num-cpus="$num_cpus")
 [ -n "$num_gpus" ] && cmd+=(--num-gpus="$num_gpus")
 [ -n "$temp_dir" ] && cmd+=(--temp-dir="$temp_dir")

@@ -25,10 +25,13 @@ def connect(address: str = "", num_cpus: int | None = None) -> str:
         ray.init(address=target, log_to_driver=True)
         return f"Ray cluster at {target}"
     local_defaults()
+    _loopback_only()
     # The dashboard (on 127.0.0.1 only) serves Ray's state API, which Ray Train's clean-up of
     # finished worker groups relies on; without it that actor warns every few seconds.
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=state_api_port(), log_to_driver=True, configure_logging=False)
+             dashboard_port=state_api_port(), _node_ip_address=LOOPBACK, log_to_driver=True,
+             configure_logging=False)
+    _start_watchdog()
     auth = ", token auth" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
     return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs{auth})"
 
@@ -73,6 +76,45 @@ def state_api_port() -> int | None:
         port = probe.getsockname()[1]
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return port
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def _start_watchdog() -> None:
+    """scm_ray.ray_watchdog ends this Ray's processes if this driver dies without shutting
+    it down (see there why)."""
+    import subprocess
+    import sys
+
+    subprocess.Popen([sys.executable, "-m", "scm_ray.ray_watchdog", str(os.getpid())],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
+def _loopback_only() -> None:
+    """Make the embedded Ray a loopback-only node: GCS, raylet, workers, the dashboard agent
+    (gRPC, HTTP and the Prometheus /metrics endpoint) and the runtime-env agent then bind
+    127.0.0.1 instead of every interface or the host's address.
+
+    Why this way: each of those binds to loopback exactly when the node's IP is a loopback
+    address, but ray.init turns `_node_ip_address="127.0.0.1"` into the host's address unless
+    Ray's "clusters enabled" switch is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when Ray is
+    imported, so the already-imported constant is set too; Ray's own processes inherit the
+    variable). The switch only concerns nodes joining this one, which an embedded Ray never has.
+    """
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def is_loopback_only() -> bool:
+    """Whether every node of the connected cluster has a loopback address (the embedded Ray,
+    or cluster/start_local_head.sh without --expose): its DDP ranks then meet without a
+    network listener (scm_ray/train/loopback.py)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return bool(nodes) and all(n.get("NodeManagerAddress", "").startswith("127.") for n in nodes)
 
 
 def is_local_embedded(address: str = "") -> bool:

@@ -160,23 +160,28 @@ def check_metric(cfg: TrainJobConfig, key: str, name: str) -> None:
 
 
 def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
-                  extra_callbacks: list | None = None, train_fn=None):
+                  extra_callbacks: list | None = None, train_fn=None, loopback: bool = False):
     """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
     callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it;
-    `train_fn` wraps the per-worker loop (default: train_worker itself)."""
+    `train_fn` wraps the per-worker loop (default: train_worker itself); `loopback` (the
+    embedded local Ray) sets DDP up without a network listener (scm_ray/train/loopback.py)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from scm_ray.train.callbacks import EpochPrinter
     from scm_ray.train.loop import train_worker
 
+    if loopback:
+        from scm_ray.train.loopback import LoopbackTorchConfig as torch_config
+    else:
+        torch_config = TorchConfig
     resources = {"CPU": cfg.ray.cpus_per_worker}
     if cfg.ray.use_gpu:
         resources["GPU"] = cfg.ray.gpus_per_worker
     return TorchTrainer(
         train_fn or train_worker,
         train_loop_config={"job": to_dict(cfg), "run_dir": run_dir},
-        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        torch_config=torch_config(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -218,7 +223,8 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     print(f"[scm-ray] run folder: {run_dir}", flush=True)
     start = time.perf_counter()
     try:
-        result = build_trainer(cfg, storage, name, run_dir).fit()
+        result = build_trainer(cfg, storage, name, run_dir,
+                               loopback=ray_session.is_loopback_only()).fit()
     except Exception as exc:  # Ray Train V2 raises the workers' error once retries are spent
         done = _history_or_empty(run_dir)  # the epochs finished before the error still count
         kept = [] if is_uri(run_dir) else sorted(Path(run_dir).glob("checkpoint_epoch*"))

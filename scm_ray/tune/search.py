@@ -43,6 +43,7 @@ class SearchPlan:
     name: str
     base: dict  # the training sections of the tune config
     max_concurrent: int
+    loopback: bool = False  # the embedded local Ray: trials' DDP set up without a network listener
 
     @property
     def runs_root(self) -> str:
@@ -78,7 +79,7 @@ def run_trial(config: dict, plan: dict) -> None:
     run_dir = f"{runs_root}/{trial_id}"
     check_resumable(cfg, run_dir)  # the search-level check covers this; a trial never mixes
     trainer = build_trainer(cfg, runs_root, trial_id, run_dir, extra_callbacks=[TuneReportCallback()],
-                            train_fn=trial_worker)
+                            train_fn=trial_worker, loopback=plan.get("loopback", False))
     trainer.fit()  # raises when the run fails for good: Tune records the trial as errored
 
 
@@ -246,7 +247,7 @@ def concurrency(cfg: TuneJobConfig, resources: dict, embedded: bool) -> tuple[in
 def _trainable(plan: SearchPlan):
     from ray import tune
 
-    plan_dict = {"runs_root": plan.runs_root, "base": plan.base}
+    plan_dict = {"runs_root": plan.runs_root, "base": plan.base, "loopback": plan.loopback}
     # No CPU for the trial actor (its TorchTrainer reserves the workers'). Tune refuses a trial
     # that reserves nothing at all, hence one byte of memory.
     return tune.with_resources(tune.with_parameters(run_trial, plan=plan_dict), {"cpu": 0, "memory": 1})
@@ -318,7 +319,7 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> tuple[TuneJobConfig, Searc
     max_concurrent, line = concurrency(cfg, ray.cluster_resources(), embedded)
     print(f"[scm-ray] {line}", flush=True)
     return cfg, SearchPlan(experiment=experiment, storage=storage, name=name, base=cfg.base_dict(),
-                           max_concurrent=max_concurrent)
+                           max_concurrent=max_concurrent, loopback=ray_session.is_loopback_only())
 
 
 def run_search(cfg: TuneJobConfig, default_name: str = "tune"):

@@ -96,6 +96,24 @@ def head_processes(temp_dir: Path) -> list[psutil.Process]:
     return list(found.values())
 
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def listening_sockets(processes: list[psutil.Process]) -> list[tuple[int, str, str, int]]:
+    """(pid, process name and command line, address, port) of every listening TCP socket and
+    bound UDP socket of `processes`."""
+    found = []
+    for process in processes:
+        try:
+            name = f"{process.name()} {' '.join(process.cmdline())}"
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN or (conn.type == 2 and conn.laddr):
+                    found.append((process.pid, name, conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
 def _send(procs: list[psutil.Process], action: str) -> None:
     for proc in procs:
         try:
