@@ -57,7 +57,8 @@ class EvalReportConfig:
 
     sort_by: Literal["gt_known", "top1_loc", "topk_loc", "top1_cls", "maxboxacc", "maxboxacc_v2"] = setting(
         "gt_known", help="ranking metric: on the held-out split under wsol, on test under paper")
-    overlay_images: int = setting(4, help="test images drawn with CAM and boxes, in [0, 64]")
+    overlay_images: int = setting(8, help="test images drawn with CAM and boxes, every class in turn, "
+                                          "hits and misses, in [0, 64]")
     plots: bool = setting(True, help="write the curves and CAM pictures")
 
     def __post_init__(self) -> None:

@@ -256,13 +256,13 @@ class CheckpointEvaluator:
         loader = self.data.loader(data_root, split)
         eval_cfg = self.job.eval
         counter = BoxCounter(lambda: make_accumulator(eval_cfg.threshold_step, metrics), self.box_threads)
-        run = SplitRun(samples=OverlaySamples())
+        run = SplitRun(samples=OverlaySamples(panels=keep))
         start = warm = time.perf_counter()
         try:
             for images, labels, boxes, box_count, _index in loader:
                 maps = batch_maps(model, images, labels, boxes, box_count, self.use_bf16)
-                if len(run.samples) < keep:
-                    self._keep(run.samples, images, maps, keep - len(run.samples))
+                if keep:
+                    self._keep(run.samples, images, maps)
                 counter.add(maps)
                 if run.first_batch == 0:
                     run.first_batch, warm = len(maps.labels), time.perf_counter()
@@ -274,13 +274,16 @@ class CheckpointEvaluator:
         return run
 
     @staticmethod
-    def _keep(samples: OverlaySamples, images: torch.Tensor, maps: BatchMaps, count: int) -> None:
-        count = min(count, len(maps.labels))
-        samples.images += _display_images(images, count)
-        samples.maps += [m.copy() for m in maps.gt_maps[:count]]
-        samples.labels += [int(x) for x in maps.labels[:count]]
-        samples.predicted += [int(x) for x in maps.topk[:count, 0]]
-        samples.gt_boxes += [b.copy() for b in maps.gt_boxes[:count]]
+    def _keep(samples: OverlaySamples, images: torch.Tensor, maps: BatchMaps) -> None:
+        """The batch's images the overlay figure may use (a few per class, see OverlaySamples)."""
+        picked = samples.wanted(maps.labels)
+        if not picked:
+            return
+        samples.images += _display_images(images[picked], len(picked))
+        samples.maps += [maps.gt_maps[i].copy() for i in picked]
+        samples.labels += [int(maps.labels[i]) for i in picked]
+        samples.predicted += [int(maps.topk[i, 0]) for i in picked]
+        samples.gt_boxes += [maps.gt_boxes[i].copy() for i in picked]
 
     def _files(self, test: LocalizationResult, heldout: LocalizationResult | None,
                samples: OverlaySamples, info: dict, title: str) -> dict[str, bytes]:
