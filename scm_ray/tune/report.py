@@ -162,49 +162,80 @@ def _fmt(value: Any) -> str:
 
 def leaderboard(rows: list[dict], metric: str, space: dict) -> str:
     header = ["rank", "trial", f"best {metric}", "epoch", "final", "epochs", "stopped", *space]
-    table = [header] + [
+    return text_table(header, [
         [str(i + 1), row["trial_id"], _fmt(row[f"best/{metric}"]), str(row["best_epoch"]),
          _fmt(row[f"final/{metric}"]), str(row["epochs_run"]), row["stop_reason"],
          *(_fmt(row.get(f"config/{name}")) for name in space)]
         for i, row in enumerate(rows)
-    ]
+    ])
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    table = [header] + rows
     widths = [max(len(line[c]) for line in table) for c in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in table) + "\n"
 
 
 def plot_objective(rows: list[dict], metric: str, space: dict) -> bytes:
-    """PNG: one panel per searched parameter, the trials' best objective against its value."""
+    """PNG: one panel per searched parameter, each trial's best objective against its value:
+    choices (choice / grid_search) on a categorical axis in their listed order, loguniform on a
+    log axis with a few plain ticks, the best trial starred, the search summarised in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter
 
     names = list(space)
     cols = min(3, len(names))
     rows_n = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.4 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     markers = {"completed": "o", "early-stopped": "v", "stopped": "s", "error": "x"}
+    scored = [row for row in rows if not math.isnan(_number(row[f"best/{metric}"]))]
+    best = scored[0] if scored else None  # rows come ranked
     for ax, name in zip(axes.flat, names):
-        values = [row.get(f"config/{name}") for row in rows]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        labels = sorted({json.dumps(v) for v in values}) if not numeric else []
+        kind, args = next(iter(space[name].items()))
+        categories = [json.dumps(v) for v in args] if kind in ("choice", "grid_search") else None
+
+        def x_of(value):
+            if not categories:
+                return value
+            if json.dumps(value) not in categories:  # e.g. a value a restored search no longer lists
+                categories.append(json.dumps(value))
+            return categories.index(json.dumps(value))
+
         for reason, marker in markers.items():
-            picked = [(v, row[f"best/{metric}"]) for v, row in zip(values, rows) if row["stop_reason"] == reason]
+            picked = [row for row in rows if row["stop_reason"] == reason]
             if picked:
-                xs = [v if numeric else labels.index(json.dumps(v)) for v, _ in picked]
-                ax.scatter(xs, [y for _, y in picked], marker=marker, label=reason)
-        if numeric and is_log_scale(space[name]):
+                ax.scatter([x_of(row.get(f"config/{name}")) for row in picked],
+                           [_number(row[f"best/{metric}"]) for row in picked], marker=marker, label=reason)
+        if best is not None:
+            ax.scatter([x_of(best.get(f"config/{name}"))], [_number(best[f"best/{metric}"])], marker="*",
+                       s=220, facecolors="none", edgecolors="crimson", linewidths=1.5, label="best trial")
+        if categories:
+            ax.set_xticks(range(len(categories)), categories)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
+        elif is_log_scale(space[name]):
             ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(range(len(labels)), labels, rotation=30)
+            lo, hi = args
+            ax.set_xlim(lo / 1.15, hi * 1.15)  # the searched range, so its ends are ticked
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0), numticks=8))
+            ax.xaxis.set_major_formatter(lambda x, _pos: f"{x:.0e}".replace("e-0", "e-"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(name)
         ax.set_ylabel(f"best {metric}")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)
+    title = f"{len(rows)} trials, best {metric} per trial"
+    if best is not None:
+        title += f"; best {_fmt(best[f'best/{metric}'])} ({best['trial_id']})"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)

@@ -257,6 +257,7 @@ def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
     """A new Tuner for the search, or the interrupted one restored from its experiment folder."""
     from ray import tune
 
+    from scm_ray.tune.progress import TrialTable
     from scm_ray.tune.reaper import WorkerGroupReaper
 
     trainable = _trainable(plan)
@@ -280,7 +281,9 @@ def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
             name=plan.name, storage_path=plan.storage,
             # A lost trial actor restarts the trial; its run resumes from its checkpoint.
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
-            callbacks=[WorkerGroupReaper(plan.runs_root)],
+            callbacks=[WorkerGroupReaper(plan.runs_root),
+                       TrialTable(cfg.search.metric, cfg.search.mode, list(cfg.search.space))],
+            verbose=0,  # Tune's own table: see scm_ray/tune/progress.py
         ),
     )
 

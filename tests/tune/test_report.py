@@ -85,3 +85,26 @@ def test_concurrency_is_capped_by_what_fits():
         concurrency(gpu, {"CPU": 64.0}, embedded=True)
     assert info.value.key == "ray"
     assert concurrency(gpu, {"CPU": 64.0}, embedded=False)[0] == 1  # the autoscaler may add GPUs
+
+
+def test_live_table_shows_searched_values_and_the_objective():
+    """The driver's status table (Tune's own is off): searched values, epoch, the objective's
+    latest and best value per trial, no resource line. Trials as Tune hands them to callbacks."""
+    from types import SimpleNamespace
+
+    from scm_ray.tune.progress import TrialTable
+
+    table = TrialTable("val/gt_known", "max", ["optim.lr", "scm.num_blocks"])
+    trials = [SimpleNamespace(trial_id="a1", status="RUNNING", config={"optim.lr": 1e-3, "scm.num_blocks": 0},
+                              last_result={}),
+              SimpleNamespace(trial_id="b2", status="PENDING", config={"optim.lr": 3e-4, "scm.num_blocks": 4},
+                              last_result={})]
+    for epoch, value in ((1, 50.0), (2, 40.0)):
+        trials[0].last_result = {"epoch": epoch, "val/gt_known": value}
+        table.on_trial_result(0, trials, trials[0], trials[0].last_result)
+    lines = table.table(trials).splitlines()
+    assert lines[0].split() == ["trial", "status", "optim.lr", "scm.num_blocks", "epoch", "val/gt_known",
+                                "best", "(max)"]
+    assert lines[1].split() == ["a1", "RUNNING", "0.001", "0", "2", "40", "50"]
+    assert lines[2].split() == ["b2", "PENDING", "0.0003", "4", "-", "-", "-"]
+    assert "CPU" not in table.table(trials)

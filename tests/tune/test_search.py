@@ -49,7 +49,8 @@ def test_an_existing_experiment_is_resumed_only_when_asked(tune_dataset, tmp_pat
     assert not ray.is_initialized()
 
 
-def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_ray, tune_dataset, tmp_path):
+def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_ray, tune_dataset, tmp_path,
+                                                                         capsys):
     """The grid runs the two good learning rates first, two at a time; each near-zero one
     starts only after a good trial ended, so at ASHA's rung (epoch 1, keep the better half)
     it meets their scores and loses: early stopping is certain, not a race."""
@@ -59,6 +60,9 @@ def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_r
     cfg = load_config(TuneJobConfig, SHIPPED, overrides)
     summary = run_search(cfg)
     experiment = tmp_path / "tiny"
+    printed = capsys.readouterr().out  # the live table: objective and searched values, no resources
+    assert "finished:" in printed and "optim.lr" in printed and "val/top1_cls  best (max)" in printed
+    assert "Logical resource usage" not in printed and "Trial status:" not in printed
 
     rows = pq.read_table(experiment / "trials.parquet").to_pylist()
     by_lr = {row["config/optim.lr"]: row for row in rows}
