@@ -48,6 +48,7 @@ def checkpoint(local_ray, dataset, tmp_path_factory) -> Path:
     storage = tmp_path_factory.mktemp("loc-runs")
     cfg = load_config(TrainJobConfig, REPO / "jobs/configs/train_synthetic.yaml", [
         f"data.root={dataset}", f"ray.storage_path={storage}", "ray.name=loc", "train.epochs=2",
+        "scm.start_epoch=0", "optim.schedule=cosine",
         "ray.num_workers=1", f"eval.threshold_step={STEP}", "data.eval_batch_size=48"])
     outcome = run_training(cfg)
     assert outcome.error is None, outcome.error

@@ -24,7 +24,8 @@ def test_normal_run_prints_no_traceback_and_no_error(local_ray, synthetic_datase
     proc = subprocess.run(
         [sys.executable, "-m", "scm_ray.cli", "train", "--config", "jobs/configs/train_synthetic.yaml",
          "--set", f"data.root={synthetic_dataset}", "--set", f"ray.storage_path={tmp_path}",
-         "--set", "ray.name=quiet", "--set", "train.epochs=1", "--set", "ray.num_workers=1"],
+         "--set", "ray.name=quiet", "--set", "train.epochs=1", "--set", "ray.num_workers=1",
+         "--set", "scm.start_epoch=0", "--set", "optim.schedule=cosine"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
