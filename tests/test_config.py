@@ -40,7 +40,7 @@ def test_defaults_are_the_reference_settings():
         ("optim.schedule=linear", "optim.schedule", "'step', 'cosine', 'constant'"),
         ("model.img_size=100", "model.img_size", "multiple of patch_size=16"),
         ("data.crop_size=64", "data.crop_size", "must equal model.img_size=224"),
-        ("ray.num_workers=0", "ray.num_workers", "must be >= 1"),
+        ("ray.num_workers=-1", "ray.num_workers", "must be >= 0"),
         ("train.compile=yes please", "train.compile", "expected true or false"),
         ("scm=3", "scm", "expected a mapping"),
     ],

@@ -66,7 +66,6 @@ class TrainConfig:
     seed: int = setting(0, help="model initialisation seed")
     log_every_steps: int = setting(50, help="rank 0 prints progress every this many steps")
     max_steps_per_epoch: int = setting(0, help="cap on optimizer steps per epoch (0 = the whole split)")
-    inject_failure_at_step: int = setting(-1, help="testing aid: raise once at this global step (-1 = never)")
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -79,7 +78,7 @@ class RayConfig:
     """Cluster connection, worker group, storage and fault tolerance (Ray Train RunConfig)."""
 
     address: str = setting("", help='"" = RAY_ADDRESS if set, else an embedded local Ray; "auto" or ray://host:port')
-    num_workers: int = setting(2, help="DDP worker processes")
+    num_workers: int = setting(2, help="DDP worker processes; 0 = train in this process, no Ray (debugging)")
     use_gpu: bool = setting(False, help="one GPU per worker (NCCL)")
     cpus_per_worker: float = setting(1.0, help="CPUs reserved per worker")
     gpus_per_worker: float = setting(1.0, help="GPUs reserved per worker (with use_gpu)")
@@ -93,7 +92,7 @@ class RayConfig:
         "WARNING", help="Ray Train's own log level (the epoch lines stay)")
 
     def __post_init__(self) -> None:
-        check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+        check(self.num_workers >= 0, "num_workers", f"must be >= 0 (0 = in this process), got {self.num_workers}")
         check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check(self.gpus_per_worker > 0, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
         check(

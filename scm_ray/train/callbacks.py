@@ -1,41 +1,16 @@
-"""Driver-visible progress: one line per epoch, and a count of worker-group failures.
+"""Driver-visible progress of a Ray Train run: one line per epoch, a count of worker-group
+failures in the run folder, and errors no restart can fix ending the run at once.
 
 Ray Train V2 calls these on its controller (whose output Ray forwards to the driver's stdout).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 
 from ray.train.v2.api.callback import UserCallback
 
-from scm_ray.train.history import _fs, write_text
-
-FAILURES_FILE = "failures.json"
-
-
-def format_epoch_line(metrics: dict, epochs: int, scm_blocks: int = 1) -> str:
-    """One driver line per epoch; "(SCM off: warm-up)" while a model with ADBs (scm_blocks > 0)
-    trains without them (scm.start_epoch), never for the model without the SCM (0 blocks)."""
-    keys = [("train/loss", "loss {:.4f}"), ("train/images_per_s", "{:.0f} img/s"),
-            ("lr", "lr {:.2e}"), ("val/top1_cls", "top1-cls {:.1f}"),
-            ("val/gt_known", "GT-Known {:.1f}"), ("val/top1_loc", "top1-loc {:.1f}"),
-            ("val/maxboxacc_v2", "MaxBoxAccV2 {:.1f}"), ("epoch_seconds", "{:.1f} s")]
-    parts = [f"epoch {metrics.get('epoch', '?')}/{epochs}"]
-    parts += [fmt.format(metrics[k]) for k, fmt in keys if isinstance(metrics.get(k), (int, float))]
-    if metrics.get("scm_active") == 0 and scm_blocks > 0:
-        parts.append("(SCM off: warm-up)")
-    return "[scm-ray] " + " | ".join(parts)
-
-
-def read_failures(run_dir: str) -> int:
-    fs, path = _fs(run_dir)
-    try:
-        with fs.open_input_stream(f"{path}/{FAILURES_FILE}") as stream:
-            return int(json.loads(stream.read().decode())["failures"])
-    except (FileNotFoundError, OSError, KeyError, ValueError):
-        return 0
+from scm_ray.train.history import format_epoch_line, record_failure
 
 
 class _NoTraceback(logging.Filter):
@@ -78,8 +53,7 @@ class EpochPrinter(UserCallback):
             # retry an error of its own controller) instead of consuming ray.max_failures.
             raise UnrecoverableError(f"{type(permanent).__name__}: {permanent} (a restart cannot fix this: "
                                      "not retried)")
-        failures = read_failures(self.run_dir) + 1
-        write_text(self.run_dir, FAILURES_FILE, json.dumps({"failures": failures}))
+        failures = record_failure(self.run_dir)
         first = next(iter(worker_exceptions.values()), None)
         print(f"[scm-ray] worker group failure #{failures}: {first!r}", flush=True)
 

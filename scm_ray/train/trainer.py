@@ -36,8 +36,7 @@ def resolve_run_dir(cfg: TrainJobConfig, default_name: str) -> tuple[str, str, s
 
 
 # Settings a resumed run may change: where things are and how many epochs, not what is trained.
-RESUMABLE_CHANGES = ("ray.", "train.epochs", "train.inject_failure_at_step", "data.root",
-                     "data.cache_dir", "data.num_workers")
+RESUMABLE_CHANGES = ("ray.", "train.epochs", "data.root", "data.cache_dir", "data.num_workers")
 
 
 def changed_settings(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
@@ -163,13 +162,13 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
                   extra_callbacks: list | None = None, train_fn=None, loopback: bool = False):
     """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
     callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it;
-    `train_fn` wraps the per-worker loop (default: train_worker itself); `loopback` (the
-    embedded local Ray) sets DDP up without a network listener (scm_ray/train/loopback.py)."""
+    `train_fn` wraps the per-worker function (default: ray_adapter.train_worker itself); `loopback`
+    (the embedded local Ray) sets DDP up without a network listener (scm_ray/train/loopback.py)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from scm_ray.train.callbacks import EpochPrinter
-    from scm_ray.train.loop import train_worker
+    from scm_ray.train.ray_adapter import train_worker
 
     if loopback:
         from scm_ray.train.loopback import LoopbackTorchConfig as torch_config
@@ -199,11 +198,10 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
     )
 
 
-def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOutcome:
-    """Validate, connect to Ray, fit, and write the run summary. Raises ConfigError before any
-    cluster resource is taken when the config cannot work."""
-    from scm_ray import ray_session
-
+def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None) -> TrainingOutcome:
+    """Validate, fit (on Ray Train, or in this process with ray.num_workers=0), and write the
+    run summary. Raises ConfigError before any cluster resource is taken when the config cannot
+    work. `train_fn` replaces the Ray Train worker function (tests wrap it to inject faults)."""
     check_model(cfg)
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
@@ -213,6 +211,10 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     storage, name, run_dir = resolve_run_dir(cfg, default_name)
     writable_storage("ray.storage_path", storage)
     check_resumable(cfg, run_dir)
+    if cfg.ray.num_workers == 0:
+        return _fit_in_process(cfg, run_dir)
+    from scm_ray import ray_session
+
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
     problems = ray_session.check_resources(cfg.ray.num_workers, cfg.ray.cpus_per_worker,
                                            cfg.ray.gpus_per_worker, cfg.ray.use_gpu)
@@ -223,19 +225,50 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train") -> TrainingOu
     print(f"[scm-ray] run folder: {run_dir}", flush=True)
     start = time.perf_counter()
     try:
-        result = build_trainer(cfg, storage, name, run_dir,
+        result = build_trainer(cfg, storage, name, run_dir, train_fn=train_fn,
                                loopback=ray_session.is_loopback_only()).fit()
     except Exception as exc:  # Ray Train V2 raises the workers' error once retries are spent
-        done = _history_or_empty(run_dir)  # the epochs finished before the error still count
-        kept = [] if is_uri(run_dir) else sorted(Path(run_dir).glob("checkpoint_epoch*"))
-        outcome = TrainingOutcome(run_dir, len(done), done[-1] if done else {}, None,
-                                  str(kept[-1]) if kept else None,
-                                  _count_failures(run_dir), time.perf_counter() - start,
-                                  error=f"{type(exc).__name__}: {exc}")
+        outcome = _outcome_from_run_folder(cfg, run_dir, time.perf_counter() - start,
+                                           f"{type(exc).__name__}: {exc}")
     else:
         outcome = _outcome(result, run_dir, cfg, time.perf_counter() - start)
     _write_summary(outcome, cfg)
     return outcome
+
+
+def _fit_in_process(cfg: TrainJobConfig, run_dir: str) -> TrainingOutcome:
+    """ray.num_workers=0: the engine in this process, no Ray imported."""
+    import torch
+
+    from scm_ray.train.local import train_in_process
+
+    if cfg.ray.use_gpu and not torch.cuda.is_available():
+        raise ConfigError("ray.use_gpu", "ray.num_workers=0 trains in this process, which sees no CUDA device")
+    print(f"[scm-ray] training in this process (ray.num_workers=0); run folder: {run_dir}", flush=True)
+    start = time.perf_counter()
+    error = None
+    try:
+        train_in_process(cfg, run_dir)
+    except Exception as exc:  # the epochs finished before the error still count
+        error = f"{type(exc).__name__}: {exc}"
+    outcome = _outcome_from_run_folder(cfg, run_dir, time.perf_counter() - start, error)
+    _write_summary(outcome, cfg)
+    return outcome
+
+
+def _outcome_from_run_folder(cfg: TrainJobConfig, run_dir: str, seconds: float,
+                             error: str | None) -> TrainingOutcome:
+    """The outcome as the run folder records it (metrics.parquet, the checkpoints kept)."""
+    from scm_ray.train.local import kept_checkpoints, ranked
+
+    done = _history_or_empty(run_dir)
+    kept = kept_checkpoints(run_dir)
+    best = ranked(kept, cfg.ray.checkpoint_metric, cfg.ray.checkpoint_mode)[:1]
+    root = run_dir.rstrip("/")
+    return TrainingOutcome(run_dir, len(done), done[-1] if done else {},
+                           f"{root}/{best[0]}" if best else None,
+                           f"{root}/{max(kept)}" if kept else None,
+                           _count_failures(run_dir), seconds, error=error)
 
 
 def _history_or_empty(run_dir: str) -> list[dict]:
@@ -271,7 +304,7 @@ def _outcome(result, run_dir: str, cfg: TrainJobConfig, seconds: float) -> Train
 
 def _count_failures(run_dir: str) -> int:
     """Worker-group restarts seen by the epoch printer (recorded in the run folder)."""
-    from scm_ray.train.callbacks import read_failures
+    from scm_ray.train.history import read_failures
 
     return read_failures(run_dir)
 

@@ -86,7 +86,7 @@ def run_trial(config: dict, plan: dict) -> None:
 def trial_worker(loop_config: dict) -> None:
     """A trial's Ray Train worker function: record the worker group (for the reaper), then
     train; a run restored at its last epoch reports that epoch again instead."""
-    from scm_ray.train.loop import train_worker
+    from scm_ray.train.ray_adapter import train_worker
     from scm_ray.tune.reaper import record_worker_group
 
     record_worker_group(loop_config["run_dir"])
@@ -298,6 +298,9 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> tuple[TuneJobConfig, Searc
 
     from ray import tune
 
+    if cfg.ray.num_workers == 0:
+        raise ConfigError("ray.num_workers", "must be >= 1 for a search: each trial trains on Ray "
+                                             "workers (0, in-process training, is for scm-ray train)")
     check_model(cfg)
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from scm_ray.train.callbacks import format_epoch_line  # noqa: E402
+from scm_ray.train.history import format_epoch_line  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
