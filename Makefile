@@ -11,7 +11,7 @@ APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean-venv
+.PHONY: setup demo test test-fast clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# What to run while developing: every test that needs no Ray cluster and no FFCV loader warm-up.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not ray"
 
 clean-venv:
 	rm -rf $(VENV)
