@@ -71,7 +71,7 @@ def inference_info(config: dict, class_names: list[str] | None = None) -> Infere
 
 def _dataset_class_names(root: str) -> list[str] | None:
     from scm_ray.data.ffcv_io import read_info
-    from scm_ray.data.staging import is_uri
+    from scm_ray.storage import is_uri
 
     if not root or is_uri(root):
         return None
@@ -139,7 +139,10 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
     module = getattr(module, "_orig_mod", module)  # unwrap torch.compile
+    from scm_ray.model.wsol import split_scm_state
+
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    model_state, scm_state = split_scm_state(state)
     metrics = _plain(metrics)
     payload = {
         "format_version": FORMAT_VERSION,
@@ -147,8 +150,8 @@ def save_checkpoint(
         "epoch": int(epoch),
         "global_step": int(global_step),
         "metrics": metrics,
-        "model": {k: v for k, v in state.items() if not k.startswith("scm.")},
-        "scm": {k[len("scm."):]: v for k, v in state.items() if k.startswith("scm.")},
+        "model": model_state,
+        "scm": scm_state,
         "inference": inference_info(config, class_names).to_dict(),
     }
     torch.save(payload, directory / MODEL_FILE)
@@ -213,6 +216,7 @@ def model_from_checkpoint(path: str | Path | CheckpointData, with_scm: bool = Fa
     Pretrained-weight settings are ignored: the checkpoint's own weights are loaded.
     """
     from scm_ray.model import build_model  # local import: keeps this module light
+    from scm_ray.model.wsol import join_scm_state
 
     data = path if isinstance(path, CheckpointData) else load_checkpoint(path)
     try:
@@ -222,9 +226,7 @@ def model_from_checkpoint(path: str | Path | CheckpointData, with_scm: bool = Fa
         raise CheckpointError(f"{data.path}: config is not valid for this scm-ray: {exc}") from None
     model = build_model(dataclasses.replace(model_cfg, pretrained=""), scm_cfg)
     try:
-        state = dict(data.model_state)
-        if with_scm and model.scm is not None:
-            state.update({f"scm.{k}": v for k, v in data.scm_state.items()})
+        state = join_scm_state(data.model_state, data.scm_state if with_scm and model.scm is not None else {})
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{data.path}: weights do not match the config: {exc}") from None

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from scm_ray.config import ConfigError
-from scm_ray.data.staging import is_uri
+from scm_ray.storage import is_uri
 
 
 def output_folder(key: str, path: str | os.PathLike) -> Path:

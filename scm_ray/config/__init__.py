@@ -27,12 +27,12 @@ from scm_ray.config.loader import (
     split_key,
     to_dict,
 )
-from scm_ray.config.sections import DataConfig, EvalConfig, ModelConfig, SCMConfig
+from scm_ray.config.sections import DataConfig, EvalConfig, ModelConfig, SCMConfig, resolve_precision
 from scm_ray.config.train import OptimConfig, RayConfig, TrainConfig, TrainJobConfig
 
 __all__ = [
     "ConfigError", "DataConfig", "EvalConfig", "EvalDataConfig", "EvalPoolConfig", "EvalReportConfig",
     "EvaluateJobConfig", "ModelConfig", "OptimConfig", "RayConfig", "SCMConfig", "TrainConfig",
     "TrainJobConfig", "apply_overrides", "check", "dump_yaml", "flatten", "from_dict", "join_key",
-    "load_config", "load_yaml", "parse_override", "set_dotted", "setting", "split_key", "to_dict",
+    "load_config", "load_yaml", "parse_override", "resolve_precision", "set_dotted", "setting", "split_key", "to_dict",
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from scm_ray.config.loader import check, setting
-from scm_ray.config.sections import EvalConfig
+from scm_ray.config.sections import EvalConfig, Precision
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class EvalPoolConfig:
     gpus_per_actor: float = setting(1.0, help="GPUs reserved per actor (with use_gpu)")
     max_retries: int = setting(2, help="re-runs of a checkpoint whose actor died; also actors replaced at start")
     box_threads: int = setting(0, help="threads per actor turning maps into boxes; 0 = one per CPU")
-    precision: Literal["auto", "fp32", "bf16"] = setting("auto", help="auto: bf16 autocast on GPUs, fp32 on CPUs")
+    precision: Precision = setting("auto", help="auto: bf16 autocast on GPUs, fp32 on CPUs")
 
     def __post_init__(self) -> None:
         check(self.num_actors >= 0, "num_actors", f"must be >= 0 (0 = as many as fit), got {self.num_actors}")

@@ -9,6 +9,18 @@ from typing import Literal
 
 from scm_ray.config.loader import check, setting
 
+# train.precision and the evaluation pool's ray.precision; resolve_precision says what runs.
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def resolve_precision(setting: str, device_type: str) -> Literal["fp32", "bf16"]:
+    """What a precision setting means on a device: "auto" is bf16 autocast on CUDA and fp32
+    elsewhere. The one rule for training, evaluation and the evaluation cache's key, which must
+    name the precision the numbers were computed in (not the one a GPU would have used)."""
+    if setting == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    return "bf16" if setting == "bf16" else "fp32"
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from scm_ray.config.loader import check, setting
-from scm_ray.config.sections import DataConfig, EvalConfig, ModelConfig, SCMConfig
+from scm_ray.config.sections import DataConfig, EvalConfig, ModelConfig, Precision, SCMConfig
 
 
 def check_name(value: str, key: str) -> None:
@@ -61,7 +61,7 @@ class TrainConfig:
     """The per-worker training loop."""
 
     epochs: int = setting(30, help="epochs to train")
-    precision: Literal["auto", "fp32", "bf16"] = setting("auto", help="auto: bf16 autocast on GPUs, fp32 on CPUs")
+    precision: Precision = setting("auto", help="auto: bf16 autocast on GPUs, fp32 on CPUs")
     compile: bool = setting(False, help="torch.compile the model")
     seed: int = setting(0, help="model initialisation seed")
     log_every_steps: int = setting(50, help="rank 0 prints progress every this many steps")

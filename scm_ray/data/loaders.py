@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import math
 import queue
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-from scm_ray.config import DataConfig
 from scm_ray.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 # ImageNet statistics in 0..255 units (FFCV normalises uint8 pixels).
@@ -441,39 +439,3 @@ def eval_loader(
     except TypeError as exc:  # SimpleRGBImageDecoder: images of different sizes
         raise ValueError(f"{path}: not an evaluation split (images must all have one size): {exc}") from None
     return EvalLoader(loader, device, indices, clone_images, channels_last)
-
-
-@dataclass
-class Loaders:
-    train: TrainLoader | None
-    val: EvalLoader | None
-    test: EvalLoader | None
-
-
-def loaders_from_config(
-    cfg: DataConfig,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-    device: str | torch.device = "cpu",
-    distributed: bool = False,
-    root: str | Path | None = None,
-    splits: tuple[str, ...] = ("train", "val", "test"),
-) -> Loaders:
-    """The loaders a DataConfig describes (`root` overrides cfg.root, e.g. a node-local staged
-    copy). A split whose .beton is absent gives None."""
-    base = Path(root if root is not None else cfg.root)
-
-    def beton(split_name: str) -> Path | None:
-        path = base / f"{split_name}.beton"
-        return path if path.is_file() else None
-
-    train = val = test = None
-    if "train" in splits and (p := beton(cfg.train_split)):
-        train = train_loader(p, cfg.batch_size, cfg.num_workers, cfg.resize_size, cfg.crop_size, cfg.seed,
-                             rank, world_size, device, distributed, square=cfg.resize_mode == "square")
-    if "val" in splits and (p := beton(cfg.val_split)):
-        val = eval_loader(p, cfg.eval_batch_size, cfg.num_workers, rank, world_size, device)
-    if "test" in splits and (p := beton(cfg.test_split)):
-        test = eval_loader(p, cfg.eval_batch_size, cfg.num_workers, rank, world_size, device)
-    return Loaders(train, val, test)

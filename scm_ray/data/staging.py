@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from scm_ray.storage import is_uri
+
 DONE_MARKER = ".staged"
-
-
-def is_uri(location: str) -> bool:
-    return "://" in location
 
 
 def default_cache_root() -> Path:

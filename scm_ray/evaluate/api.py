@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scm_ray.config import ConfigError, EvaluateJobConfig, to_dict
-from scm_ray.data.staging import is_uri
+from scm_ray.config import ConfigError, EvaluateJobConfig, resolve_precision, to_dict
+from scm_ray.storage import is_uri
 from scm_ray.evaluate.discovery import FoundCheckpoint, data_root_of, epoch_from_name, find_checkpoints, fingerprint
 from scm_ray.evaluate.results import (
     RESULTS_FILE,
@@ -127,15 +127,25 @@ def _check_dataset(root: str, cfg: EvaluateJobConfig) -> None:
             raise ConfigError(key, f"{folder / (split + '.beton')} not found; splits in {folder}: {found or 'none'}")
 
 
-def _settings(cfg: EvaluateJobConfig, root: str) -> dict:
+def _settings(cfg: EvaluateJobConfig, root: str, precision: str | None = None) -> dict:
     """What changes a row's numbers (not its pictures): the eval section, the splits, the
-    precision the actors will run in, and the dataset itself (its dataset.json, which a
+    precision (by default the one actors run in when they get the device they ask for; a row
+    records the one its actor used), and the dataset itself (its dataset.json, which a
     re-prepare at the same path rewrites)."""
     heldout = cfg.data.heldout_split if cfg.eval.protocol == "wsol" else None
-    pool = cfg.ray
-    bf16 = pool.precision == "bf16" or (pool.precision == "auto" and pool.use_gpu)
+    if precision is None:
+        precision = resolve_precision(cfg.ray.precision, "cuda" if cfg.ray.use_gpu else "cpu")
     return {"eval": to_dict(cfg.eval), "data_root": root, "heldout": heldout, "test": cfg.data.test_split,
-            "precision": "bf16" if bf16 else "fp32", "dataset": _dataset_identity(root)}
+            "precision": precision, "dataset": _dataset_identity(root)}
+
+
+def recorded_key(cfg: EvaluateJobConfig, base: dict, ran: str | None) -> str:
+    """The cache key a finished row is stored under: the planned one, unless its actor ran in
+    another precision than planned (a GPU actor that found no CUDA computes in fp32), whose
+    numbers must not answer later for the planned precision."""
+    if not ran or ran == base["precision"]:
+        return base["eval_key"]
+    return eval_key(_settings(cfg, base.get("data_root") or "", ran))
 
 
 def _dataset_identity(root: str) -> str | None:
@@ -162,7 +172,7 @@ def _plan(found: list[FoundCheckpoint], rows: dict[str, dict], cfg: EvaluateJobC
         if not force and reusable(rows.get(c.key), fp, key):
             continue
         bases[c.key] = {"checkpoint": c.key, "run": c.run, "epoch": epoch_from_name(c.path), "fingerprint": fp,
-                        "eval_key": key, "data_root": root or None, "heldout_split": settings["heldout"],
+                        "eval_key": key, "precision": settings["precision"], "data_root": root or None, "heldout_split": settings["heldout"],
                         "test_split": settings["test"]}
         tasks.append(Task(c.key, root, f"{c.run}/{c.path.name}"))
     return tasks, bases
@@ -182,6 +192,7 @@ def _run_pool(tasks, bases: dict, rows: dict, found: list[FoundCheckpoint], cfg:
 
     def record(task, report, member) -> None:
         row = {**bases[task.checkpoint], **{k: v for k, v in report.row.items() if v is not None or k not in bases[task.checkpoint]}}
+        row["eval_key"] = recorded_key(cfg, bases[task.checkpoint], report.row.get("precision"))
         row.update(attempts=task.attempts, actor_name=member.name if member else None, evaluated_at=time.time(),
                    config_json=json.dumps(report.config, sort_keys=True) if report.config else None)
         row.update(_write_files(out_dir, slugs[task.checkpoint], report.files))

@@ -29,7 +29,7 @@ from scm_ray.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
 )
-from scm_ray.config import EvaluateJobConfig
+from scm_ray.config import EvaluateJobConfig, resolve_precision
 from scm_ray.evaluate.plots import OverlaySamples, curves_png, overlays_png
 from scm_ray.evaluate.results import HELDOUT
 from scm_ray.inference import BatchMaps, batch_maps, make_accumulator, update_accumulator
@@ -185,8 +185,8 @@ class CheckpointEvaluator:
     def __init__(self, job: EvaluateJobConfig, device: torch.device | str = "cpu"):
         self.job = job
         self.device = torch.device(device)
-        precision = job.ray.precision
-        self.use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        self.precision = resolve_precision(job.ray.precision, self.device.type)
+        self.use_bf16 = self.precision == "bf16"
         self.box_threads = job.ray.box_threads or max(1, int(job.ray.cpus_per_actor))
         self.data = DataCache(job, self.device)
         _warm_box_kernels()
@@ -206,7 +206,7 @@ class CheckpointEvaluator:
             report = failed_report(RUN_ERROR, f"{type(exc).__name__}: {exc}")
         ended = time.time()
         report.row.update(start_time=started, end_time=ended, wall_s=ended - started, pid=os.getpid(),
-                          host=socket.gethostname(), device=str(self.device))
+                          host=socket.gethostname(), device=str(self.device), precision=self.precision)
         return report
 
     def _evaluate(self, path: Path, data_root: str, title: str) -> CheckpointReport:

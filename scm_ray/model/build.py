@@ -10,7 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from scm_ray.config import ConfigError, ModelConfig, SCMConfig
 from scm_ray.model.pretrained import create_with_weights, weights_file
 from scm_ray.model.scm import SpatialCalibration
-from scm_ray.model.wsol import WSOLModel
+from scm_ray.model.wsol import WSOLModel, split_scm_state
 
 
 def build_backbone(
@@ -106,4 +106,4 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def inference_state_dict(model: WSOLModel) -> dict[str, torch.Tensor]:
     """Weights needed at inference (backbone + head): the SCM is training-only."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("scm.")}
+    return split_scm_state(model.state_dict())[0]

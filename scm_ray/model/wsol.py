@@ -17,6 +17,23 @@ from scm_ray.model.attention import block_with_cls_row, check_supported_block
 from scm_ray.model.scm import SpatialCalibration, minmax
 
 
+# The SCM's weights in a WSOLModel state dict sit under its attribute `scm`; checkpoints keep them
+# apart from the inference weights (evaluation and localize never build the SCM).
+SCM_PREFIX = "scm."
+
+
+def split_scm_state(state: dict) -> tuple[dict, dict]:
+    """A WSOLModel state dict -> (inference weights, SCM weights without the prefix)."""
+    model = {k: v for k, v in state.items() if not k.startswith(SCM_PREFIX)}
+    scm = {k.removeprefix(SCM_PREFIX): v for k, v in state.items() if k.startswith(SCM_PREFIX)}
+    return model, scm
+
+
+def join_scm_state(model: dict, scm: dict) -> dict:
+    """The inverse of split_scm_state: one state dict a WSOLModel with its SCM loads."""
+    return {**model, **{f"{SCM_PREFIX}{k}": v for k, v in scm.items()}}
+
+
 class WSOLModel(nn.Module):
     """Backbone + conv head (+ SCM). `scm_enabled` lets training switch the SCM on after a
     classification warm-up without rebuilding the model."""

@@ -33,11 +33,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from scm_ray.checkpoint import load_checkpoint, load_train_state, save_checkpoint
-from scm_ray.config import TrainJobConfig, to_dict
+from scm_ray.config import TrainJobConfig, resolve_precision, to_dict
 from scm_ray.data.staging import stage_dataset
 from scm_ray.inference import evaluate_split
 from scm_ray.model import build_model, param_groups
-from scm_ray.train.history import _fs, append_history, write_text
+from scm_ray.model.wsol import join_scm_state
+from scm_ray.storage import filesystem
+from scm_ray.train.history import append_history, write_text
 from scm_ray.train.schedule import build_scheduler, last_step_lr, lr_multiplier
 
 HISTORY_JSON = "history.json"  # inside each checkpoint: the epochs so far (metrics.parquet's rows)
@@ -100,8 +102,8 @@ class EpochTotals:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """train.precision: "auto" is bf16 autocast on GPUs, fp32 on CPUs."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """train.precision on this device (config.resolve_precision: the rule evaluation shares)."""
+    return resolve_precision(precision, device.type) == "bf16"
 
 
 def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: StepHook | None = None) -> None:
@@ -149,9 +151,7 @@ def restore_state(state: TrainState, ctx: TrainContext) -> None:
         if directory is None:
             return
         data = load_checkpoint(directory)
-        weights = dict(data.model_state)
-        weights.update({f"scm.{k}": v for k, v in data.scm_state.items()})
-        state.model.load_state_dict(weights)
+        state.model.load_state_dict(join_scm_state(data.model_state, data.scm_state))
         train_state = load_train_state(directory)
         state.optimizer.load_state_dict(train_state["optimizer"])
         if "scheduler" in train_state:
@@ -319,7 +319,7 @@ def latest_checkpoint(run_dir: str) -> Iterator[Path | None]:
     a URI run folder's is downloaded for the duration), or None."""
     import pyarrow.fs as pafs
 
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except (OSError, ValueError):

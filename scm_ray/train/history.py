@@ -7,18 +7,13 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from scm_ray.storage import filesystem
 
 HISTORY_FILE = "metrics.parquet"
 SUMMARY_FILE = "summary.txt"
 FAILURES_FILE = "failures.json"
-
-
-def _fs(run_dir: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in run_dir:
-        return pafs.FileSystem.from_uri(run_dir)
-    return pafs.LocalFileSystem(), run_dir
 
 
 def append_history(run_dir: str, history: list[dict]) -> None:
@@ -32,7 +27,7 @@ def write_parquet(folder: str, name: str, table: pa.Table) -> None:
     so a process killed mid-write leaves the previous table, never a truncated one."""
     import uuid
 
-    fs, path = _fs(folder)
+    fs, path = filesystem(folder)
     fs.create_dir(path, recursive=True)
     tmp = f"{path}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -47,12 +42,12 @@ def write_parquet(folder: str, name: str, table: pa.Table) -> None:
 
 
 def read_history(run_dir: str) -> list[dict]:
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     return pq.read_table(f"{path}/{HISTORY_FILE}", filesystem=fs).to_pylist()
 
 
 def write_text(run_dir: str, name: str, text: str) -> None:
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/{name}") as out:
         out.write(text.encode())
@@ -60,7 +55,7 @@ def write_text(run_dir: str, name: str, text: str) -> None:
 
 def read_failures(run_dir: str) -> int:
     """Worker-group restarts recorded in the run folder (0 when none)."""
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     try:
         with fs.open_input_stream(f"{path}/{FAILURES_FILE}") as stream:
             return int(json.loads(stream.read().decode())["failures"])

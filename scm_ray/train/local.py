@@ -19,7 +19,8 @@ import torch
 from scm_ray.checkpoint import META_FILE
 from scm_ray.config import TrainJobConfig
 from scm_ray.train import engine
-from scm_ray.train.history import _fs, format_epoch_line
+from scm_ray.storage import filesystem
+from scm_ray.train.history import format_epoch_line
 
 
 class InProcessContext:
@@ -54,7 +55,7 @@ def persist_checkpoint(source: str, run_dir: str) -> None:
     """Copy a checkpoint directory into the run folder under its own name; a local copy is
     written beside it first and renamed, so a crash never leaves a half checkpoint that a
     resume would pick as the latest."""
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     name = Path(source).name
     fs.create_dir(path, recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
@@ -72,7 +73,7 @@ def persist_checkpoint(source: str, run_dir: str) -> None:
 
 def kept_checkpoints(run_dir: str) -> dict[str, dict]:
     """checkpoint folder name -> its metrics (meta.json), for every checkpoint in the run folder."""
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except (OSError, ValueError):
@@ -105,7 +106,7 @@ def prune_checkpoints(run_dir: str, latest: str, num_to_keep: int, metric: str, 
     """Delete all but the best `num_to_keep` checkpoints and the latest (as Ray Train does)."""
     kept = kept_checkpoints(run_dir)
     doomed = [n for n in ranked(kept, metric, mode)[num_to_keep:] if n != latest]
-    fs, path = _fs(run_dir)
+    fs, path = filesystem(run_dir)
     for name in doomed:
         fs.delete_dir(f"{path}/{name}")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scm_ray.config import ConfigError, TrainJobConfig, flatten, to_dict
-from scm_ray.data.staging import is_uri
+from scm_ray.storage import absolute, is_uri, run_location
 from scm_ray.paths import writable_storage
 
 
@@ -28,11 +28,7 @@ class TrainingOutcome:
 
 def resolve_run_dir(cfg: TrainJobConfig, default_name: str) -> tuple[str, str, str]:
     """(storage_path, name, run_dir) with a local storage path made absolute (Ray needs that)."""
-    storage = cfg.ray.storage_path
-    if not is_uri(storage):
-        storage = str(Path(storage).expanduser().resolve())
-    name = cfg.ray.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return storage, name, f"{storage.rstrip('/')}/{name}"
+    return run_location(cfg.ray.storage_path, cfg.ray.name, default_name)
 
 
 # Settings a resumed run may change: where things are and how many epochs, not what is trained.
@@ -205,9 +201,8 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None
     check_model(cfg)
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
-    if not is_uri(cfg.data.root):  # workers run elsewhere (other cwd, other node): absolute path
-        root = str(Path(cfg.data.root).expanduser().resolve())
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+    # workers run elsewhere (other cwd, other node): a local data.root made absolute
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)))
     storage, name, run_dir = resolve_run_dir(cfg, default_name)
     writable_storage("ray.storage_path", storage)
     check_resumable(cfg, run_dir)
@@ -310,7 +305,7 @@ def _count_failures(run_dir: str) -> int:
 
 
 def _write_summary(outcome: TrainingOutcome, cfg: TrainJobConfig) -> None:
-    from scm_ray.train.history import SUMMARY_FILE, write_text
+    from scm_ray.train.history import write_text
 
     m = outcome.metrics
     lines = [

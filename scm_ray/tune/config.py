@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scm_ray.config import TrainJobConfig, check, from_dict, setting, to_dict
+from scm_ray.config import TrainJobConfig, check, setting, to_dict
 from scm_ray.config.train import check_name
 from scm_ray.tune.space import check_space, flatten_space, max_epochs
 
@@ -90,6 +90,3 @@ class TuneJobConfig(TrainJobConfig):
     def base_dict(self) -> dict:
         """The training sections as a plain dict: every trial's config before its samples."""
         return {k: v for k, v in to_dict(self).items() if k != "search"}
-
-    def train_config(self) -> TrainJobConfig:
-        return from_dict(TrainJobConfig, self.base_dict())

@@ -22,7 +22,8 @@ import ray
 from ray import tune
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from scm_ray.train.history import _fs, write_text
+from scm_ray.storage import filesystem
+from scm_ray.train.history import write_text
 
 GROUPS_FOLDER = "placement_groups"  # in a trial's run folder: one empty file per group id
 _HELD = ("PENDING", "PREPARED", "CREATED", "RESCHEDULING")
@@ -39,7 +40,7 @@ def record_worker_group(run_dir: str) -> None:
 def release_worker_groups(run_dir: str) -> int:
     """Remove the placement groups the run in `run_dir` recorded that Ray still holds.
     Returns how many were removed."""
-    fs, path = _fs(f"{run_dir}/{GROUPS_FOLDER}")
+    fs, path = filesystem(f"{run_dir}/{GROUPS_FOLDER}")
     recorded = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     if not recorded:
         return 0

@@ -22,7 +22,8 @@ from typing import Any
 
 from scm_ray.config import dump_yaml
 from scm_ray.tune.config import TuneJobConfig
-from scm_ray.train.history import _fs, write_parquet, write_text
+from scm_ray.storage import filesystem
+from scm_ray.train.history import write_parquet, write_text
 from scm_ray.tune.space import is_log_scale, trial_config
 
 TRIALS_FILE = "trials.parquet"
@@ -248,7 +249,7 @@ def write_outputs(cfg: TuneJobConfig, experiment: str, rows: list[dict]) -> str:
     write_trials(experiment, rows)
     board = leaderboard(rows, metric, cfg.search.space)
     write_text(experiment, LEADERBOARD_FILE, board)
-    fs, path = _fs(experiment)
+    fs, path = filesystem(experiment)
     with fs.open_output_stream(f"{path}/{PLOT_FILE}") as out:
         out.write(plot_objective(rows, metric, cfg.search.space))
     if rows and not math.isnan(rows[0][f"best/{metric}"]):

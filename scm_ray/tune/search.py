@@ -21,12 +21,11 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from scm_ray.config import ConfigError, TrainJobConfig, to_dict
 from scm_ray.tune.config import TuneJobConfig
-from scm_ray.data.staging import is_uri
+from scm_ray.storage import absolute, filesystem, run_location
 from scm_ray.paths import writable_storage
 from scm_ray.tune.space import spec_kind, trial_config
 
@@ -52,11 +51,7 @@ class SearchPlan:
 
 def experiment_location(cfg: TuneJobConfig, default_name: str) -> tuple[str, str, str]:
     """(storage, name, experiment folder); a local storage path is made absolute (Ray needs it)."""
-    storage = cfg.search.storage_path or cfg.ray.storage_path
-    if not is_uri(storage):
-        storage = str(Path(storage).expanduser().resolve())
-    name = cfg.search.name or f"{default_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return storage, name, f"{storage.rstrip('/')}/{name}"
+    return run_location(cfg.search.storage_path or cfg.ray.storage_path, cfg.search.name, default_name)
 
 
 def trial_run_config(base: dict, sample: dict, runs_root: str, trial_id: str) -> TrainJobConfig:
@@ -129,10 +124,9 @@ def check_search_resumable(cfg: TuneJobConfig, experiment: str) -> None:
     """A resumed search must have the settings it started with (base config and search
     section): Tune restores its trials with the new trainable, so a change would silently
     train some epochs one way and the rest another. Same check as `scm-ray train`'s."""
-    from scm_ray.train.history import _fs
     from scm_ray.train.trainer import RESUMABLE_CHANGES, changed_settings
 
-    fs, path = _fs(f"{experiment}/{SETTINGS_FILE}")
+    fs, path = filesystem(f"{experiment}/{SETTINGS_FILE}")
     try:
         with fs.open_input_stream(path) as stream:
             saved = json.loads(stream.read().decode())
@@ -305,9 +299,8 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> tuple[TuneJobConfig, Searc
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
     check_metric(cfg, "search.metric", cfg.search.metric)
-    if not is_uri(cfg.data.root):  # trials run in Tune's trial folders (and on other nodes)
-        root = str(Path(cfg.data.root).expanduser().resolve())
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=root))
+    # trials run in Tune's trial folders (and on other nodes): a local data.root made absolute
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)))
     storage, name, experiment = experiment_location(cfg, default_name)
     writable_storage("search.storage_path" if cfg.search.storage_path else "ray.storage_path", storage)
     if not cfg.search.resume and tune.Tuner.can_restore(experiment):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from scm_ray.config import DataConfig
 from scm_ray.data import loaders as L
 from scm_ray.data.records import RecordTable
 
@@ -212,15 +211,6 @@ def test_eval_batches_reuse_image_buffers_but_not_annotations(synthetic_dir):
     assert batches[0].index.tolist() == [0, 1] and batches[3].index.tolist() == [6, 7]
     cloned, _ = first_and_all(True)
     assert not torch.equal(cloned[0].images, cloned[3].images)
-
-
-def test_loaders_from_config(synthetic_dir):
-    cfg = DataConfig(root=str(synthetic_dir), resize_size=56, crop_size=48, batch_size=8, eval_batch_size=5,
-                     num_workers=1)
-    got = L.loaders_from_config(cfg)
-    assert len(got.train) == 5 and got.val.num_samples == 12 and got.test.num_samples == 10 and len(got.val) == 3
-    only_eval = L.loaders_from_config(cfg, splits=("val",))
-    assert only_eval.train is None and only_eval.test is None
 
 
 def test_device_normalisation_matches_imagenet_statistics():

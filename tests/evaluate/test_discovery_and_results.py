@@ -245,3 +245,26 @@ def test_settings_that_change_numbers_change_the_key(tmp_path):
     assert eval_key(_settings(fp32_gpu, str(tmp_path))) == key  # fp32 wherever it runs
     (tmp_path / "dataset.json").write_text('{"splits": {"test": {}}}')  # prepared again
     assert eval_key(_settings(cpu, str(tmp_path))) != key
+
+
+def test_precision_is_resolved_once_and_cached_under_what_ran(tmp_path):
+    """One rule (config.resolve_precision) for training, the evaluation actors and the cache
+    key; an actor asked for a GPU that finds no CUDA computes in fp32, and its row must be
+    stored under an fp32 key, not the bf16 one planned."""
+    from scm_ray.config import EvaluateJobConfig, load_config, resolve_precision
+    from scm_ray.evaluate.api import _settings, recorded_key
+    from scm_ray.evaluate.results import eval_key
+    from scm_ray.evaluate.worker import CheckpointEvaluator
+
+    assert [resolve_precision(s, d) for s in ("auto", "fp32", "bf16") for d in ("cuda", "cpu")] == \
+        ["bf16", "fp32", "fp32", "fp32", "bf16", "bf16"]
+    gpu = load_config(EvaluateJobConfig, None, ["ray.use_gpu=true"])
+    planned = _settings(gpu, str(tmp_path))
+    assert planned["precision"] == "bf16"
+    ran = CheckpointEvaluator(gpu, "cpu").precision  # what the pool builds without CUDA
+    assert ran == "fp32"
+    base = {"eval_key": eval_key(planned), "precision": "bf16", "data_root": str(tmp_path)}
+    stored = recorded_key(gpu, base, ran)
+    cpu = load_config(EvaluateJobConfig, None, ["ray.use_gpu=false"])
+    assert stored != base["eval_key"] and stored == eval_key(_settings(cpu, str(tmp_path)))
+    assert recorded_key(gpu, base, "bf16") == base["eval_key"]

@@ -183,3 +183,12 @@ def test_steps_without_the_scm_skip_the_cls_rows(tiny_model_cfg, monkeypatch):
         model.scm_enabled = True
         model(images)
     assert len(calls) == len(model.backbone.blocks)
+
+
+def test_scm_weights_split_from_and_join_the_inference_weights():
+    from scm_ray.model.wsol import join_scm_state, split_scm_state
+
+    state = {"head.weight": 1, "scm.blocks.0.lam": 2, "backbone.scm.x": 3}
+    model, scm = split_scm_state(state)
+    assert model == {"head.weight": 1, "backbone.scm.x": 3} and scm == {"blocks.0.lam": 2}
+    assert join_scm_state(model, scm) == state
