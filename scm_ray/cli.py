@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("scm_ray.evaluate.cli", "evaluate checkpoints in parallel, SCM-free"),
     "bench": ("scm_ray.bench.cli", "benchmarks: step, boxes, loader"),
     "config": ("scm_ray.config_cli", "show a job's resolved config with help, or its lr per epoch"),
-    "cluster": ("scm_ray.cluster_cli", "cluster helpers: check a cluster YAML"),
+    "cluster": ("scm_ray.cluster.cli", "cluster helpers: check a cluster YAML"),
     "localize": ("scm_ray.localize", "classes, CAMs and boxes of new images from a checkpoint"),
     "demo": ("scm_ray.demo.cli", "the whole pipeline on a synthetic dataset and a local Ray"),
 }

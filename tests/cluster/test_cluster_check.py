@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scm_ray.cluster_check import check_file
+from scm_ray.cluster.check import check_file
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from scm_ray.storage import is_uri
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 APT_PACKAGES = ("pkg-config", "libturbojpeg0-dev", "libopencv-dev")
 # Default port -> what listens there. `ray start` flags can move them; see _ray_ports.
@@ -189,7 +191,7 @@ def _schema_problem(error: Any) -> Problem:
 def _ray_prepare_and_validate(config: dict) -> tuple[dict | None, list[Problem]]:
     """Run what `ray up` runs before launching (prepare_config, then validate_config), capturing
     Ray's console output so that the failure reads as one clear line."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    from scm_ray.cluster.ray_private import prepare_config, validate_config
 
     captured = io.StringIO()
     ray_logger = logging.getLogger("ray.autoscaler")
@@ -223,7 +225,7 @@ def _storage_problems(scm: dict) -> list[Problem]:
     if not value or not isinstance(value, str):
         return [Problem(key, "missing: name where checkpoints and metrics go, reachable from every "
                              "node (s3://bucket/runs, gs://..., or a shared mount like /mnt/shared/runs)")]
-    if "://" in value or value.startswith("/"):
+    if is_uri(value) or value.startswith("/"):
         return []
     return [Problem(key, f"{value!r} is relative, so each node would write its own copy: use a URI "
                          "(s3://...) or an absolute path on a shared filesystem")]
@@ -493,7 +495,7 @@ def _k8s_storage_problems(spec: dict, where: str, annotations: dict) -> list[Pro
     if not value:
         return [Problem(key, "missing: where checkpoints go, reachable from every pod (s3://... or a "
                              "ReadWriteMany volume's path)")]
-    if "://" in value:
+    if is_uri(value):
         return []
     if not value.startswith("/"):
         return [Problem(key, f"{value!r} is relative: use a URI or a path on a shared volume")]
@@ -583,8 +585,8 @@ def check_runtime_env(data: dict) -> list[Problem]:
 
 def _exclude_matcher(excludes: list[str]):
     """The matcher Ray applies to a working dir's files, on repo-relative paths."""
-    from ray._private.runtime_env.packaging import _get_excludes
+    from scm_ray.cluster.ray_private import get_excludes
 
     base = Path(os.sep, "repo")
-    match = _get_excludes(base, excludes)
+    match = get_excludes(base, excludes)
     return lambda rel: bool(match(base / rel))

@@ -1,5 +1,5 @@
 """`scm-ray cluster check FILE...`: validate cluster launcher YAMLs, KubeRay manifests and
-runtime envs before they reach a cluster (the checks live in scm_ray.cluster_check)."""
+runtime envs before they reach a cluster (the checks live in scm_ray/cluster/check.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one block per file, in order; exit 1 when any file has a problem."""
-    from scm_ray.cluster_check import check_file, expand
+    from scm_ray.cluster.check import check_file, expand
 
     reports = [check_file(path) for path in expand(args.files)]
     if not reports:
