@@ -75,3 +75,20 @@ def test_a_cycle_is_found_when_there_is_one():
 def test_scm_ray_has_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# Lower layers never import upper ones (docs/architecture.md).
+LOWER = ("scm_ray.config", "scm_ray.storage", "scm_ray.model", "scm_ray.data", "scm_ray.metrics")
+UPPER = ("scm_ray.train", "scm_ray.tune", "scm_ray.evaluate", "scm_ray.demo", "scm_ray.cluster",
+         "scm_ray.bench", "scm_ray.cli", "scm_ray.config_cli")
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_lower_layers_never_import_upper_ones():
+    graph = import_graph()
+    wrong = sorted(f"{a} -> {b}" for a, targets in graph.items() if _within(a, LOWER)
+                   for b in targets if _within(b, UPPER))
+    assert not wrong, wrong

@@ -1,6 +1,6 @@
 """Box-extraction benchmark: maps/s of the per-threshold reference vs the fast extractor.
 
-Both run on the same realistic maps, one CPU core, at each threshold count (DESIGN section 6:
+Both run on the same realistic maps, one CPU core, at each threshold count (README, "Box extraction speed":
 the goal is >= 10x the reference with identical boxes; identity is checked here too).
 A realistic map is what the model's inference path produces: a 14 x 14 patch-grid map (a few
 Gaussian blobs over a weak random background), bilinearly upsampled with cv2.resize and

@@ -18,7 +18,7 @@ FFCV 1.0.2 pitfalls, each handled where it bites below:
     every rank to the same length with repeated samples (fine for training, wrong for
     evaluation, which therefore uses disjoint `indices=` slices instead).
   * The first epoch of every Loader pays numba compilation (~6 s on this 2-core machine, 15-20 s
-    in a Ray worker, DESIGN section 5); build loaders once and reuse them across epochs. Merely
+    in a Ray worker, docs/architecture.md); build loaders once and reuse them across epochs. Merely
     importing ffcv costs ~5 s more (it compiles a numba typed dict), hence the lazy imports here.
   * Dropping a Loader can print "Exception ignored ... KeyError" from numba's finalizers:
     harmless noise.

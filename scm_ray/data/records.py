@@ -1,4 +1,4 @@
-"""The canonical record table (DESIGN section 4): one Parquet file, one row per image, every
+"""The canonical record table (docs/data-formats.md): one Parquet file, one row per image, every
 source converted to it, every later stage (FFCV writer, evaluation) reading only it.
 
 Columns: path (relative to the image root), label (0-based), split, width, height (original

@@ -6,7 +6,7 @@ number, opens every image, and returns a `Conversion` (records + class names + r
 that is missing raises SourceError naming it; anything record-level is reported and the record
 skipped, never dropped silently.
 
-Split names follow the WSOL protocol of DESIGN section 3: "train", a held-out "val" with boxes
+Split names follow the WSOL protocol of docs/protocols.md: "train", a held-out "val" with boxes
 (CUBV2 / ImageNetV2, arriving as wsolevaluation metadata), and "test" (CUB's official test set,
 ILSVRC's official validation set).
 """

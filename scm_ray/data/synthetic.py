@@ -2,7 +2,7 @@
 
 Why it looks like this: a demo model (a tiny ViT from random init, a few CPU minutes) must learn
 both the class and where the object is from image labels alone. An earlier, naive version (class
-evidence in a small part of the object) only reached ~41 % GT-Known (DESIGN section 8): the
+evidence in a small part of the object) only reached ~41 % GT-Known in an early probe: the
 class activation map then lights the discriminative part, not the object. Here every object pixel
 carries its class's evidence -- a class hue at high saturation, a class texture and a class
 shape -- while the background is drawn only from low-saturation colours (clutter includes the

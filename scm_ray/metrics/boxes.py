@@ -1,6 +1,6 @@
 """Boxes from score maps (the wsolevaluation convention, fast and exact) and IoU.
 
-The convention (DESIGN section 3; Choe et al., CVPR 2020): the [0, 1] map becomes uint8 as
+The convention (docs/protocols.md; Choe et al., CVPR 2020): the [0, 1] map becomes uint8 as
 ``(map * 255).astype(uint8)`` in the map's own float type; at threshold tau the mask is
 ``u8 > int(tau * u8.max())``; cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE) gives contours;
 the largest by cv2.contourArea (the first of equal ones), or every contour, gives

@@ -1,4 +1,4 @@
-"""Spatial Calibration Module: a stack of Activation Diffusion Blocks (DESIGN section 2).
+"""Spatial Calibration Module: a stack of Activation Diffusion Blocks (docs/scm.md).
 
 Each block diffuses the attention map F (B, N) over the 4-connected patch graph, weighted by the
 semantic similarity of the patch tokens of S (B, C, H, W), through a Newton-Schulz approximation

@@ -2,7 +2,7 @@
 optional Spatial Calibration Module used in training only.
 
 Inference never touches the SCM: logits = GAP(S0) and the localization map of class c is
-minmax(F0) * S0_c (DESIGN section 2). With scm=None (or zero blocks) it is the same model without the SCM
+minmax(F0) * S0_c (docs/scm.md). With scm=None (or zero blocks) it is the same model without the SCM
 ("no SCM"; not TS-CAM, whose map is the raw attention sum times S0 at a fixed threshold).
 """
 
@@ -132,7 +132,7 @@ def class_maps(
     s0: torch.Tensor, f0: torch.Tensor, classes: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
     """Localization maps (B, K, h, w) in [0, 1] for classes (B, K): minmax(F0) * S0_c, bilinearly
-    upsampled to `size`, min-max normalised per map (DESIGN section 2, inference)."""
+    upsampled to `size`, min-max normalised per map (docs/scm.md, inference)."""
     s0, f0 = s0.float(), f0.float()
     B, C, H, W = s0.shape
     picked = s0.gather(1, classes[:, :, None, None].expand(-1, -1, H, W))  # (B, K, H, W)

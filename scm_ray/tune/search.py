@@ -1,6 +1,6 @@
 """Hyperparameter search: Ray Tune trials, each a whole Ray Train run with its own worker group.
 
-The trainable is a plain function (DESIGN section 5): it builds the trial's TrainJobConfig from
+The trainable is a plain function (docs/architecture.md): it builds the trial's TrainJobConfig from
 the base config and the sampled values, builds the same TorchTrainer `scm-ray train` would, and
 fits it with Tune's report callback so every epoch's metrics reach the scheduler. Why this shape:
   * resources: the trainable reserves no CPU; the trial's TorchTrainer reserves its workers'

@@ -1,5 +1,5 @@
 """The synthetic set is learnable for localization from random weights on CPU in seconds: the
-property the demo depends on (DESIGN section 8: a naive set reached only ~41 % GT-Known).
+property the demo depends on (an early naive set reached only ~41 % GT-Known).
 
 A tiny ViT (64 px, 8 px patches, width 96, depth 4) trained without the SCM through the real
 FFCV loaders, with an auxiliary CLS-token classifier: the published method starts from a DeiT

@@ -1,5 +1,5 @@
 """FFCV loaders: batch contract, augmentation geometry, sharding (training and evaluation), and
-the FFCV 1.0.2 pitfalls of DESIGN section 4."""
+the FFCV 1.0.2 pitfalls of docs/data-formats.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An independent float64 transcription of DESIGN section 2 (steps 1-6), used as the oracle.
+"""An independent float64 transcription of docs/scm.md (steps 1-6), used as the oracle.
 
 Deliberately naive: explicit loops over images, dense matrices, no shared code with scm_ray.
 """

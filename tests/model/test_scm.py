@@ -1,4 +1,4 @@
-"""Known-answer tests of the Spatial Calibration Module against DESIGN section 2."""
+"""Known-answer tests of the Spatial Calibration Module against docs/scm.md."""
 
 import pytest
 import torch
