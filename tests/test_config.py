@@ -234,3 +234,21 @@ def test_a_non_vit_model_is_refused_by_name_before_ray(capsys):
     assert "model.name: 'resnet50' is a ResNet, not a timm ViT/DeiT" in err
     assert "Traceback" not in err and "TypeError" not in err
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # no Ray started
+
+
+@pytest.mark.parametrize("command,config,override,message", [
+    ("train", "train_synthetic.yaml", "optim.lr=.inf", "optim.lr: must be a finite number, got inf"),
+    ("train", "train_synthetic.yaml", "scm.lambda_init=.nan", "scm.lambda_init: must be a finite number"),
+    ("train", "train_synthetic.yaml", "scm.beta_init=-1", "scm.beta_init: must be a finite number > 0"),
+    ("train", "train_synthetic.yaml", "ray.name=..", "ray.name: must be a single folder name"),
+    ("tune", "tune_synthetic.yaml", "search.name=../x", "search.name: must be a single folder name"),
+])
+def test_bad_numbers_and_names_exit_2_naming_the_field(capsys, command, config, override, message):
+    import sys
+
+    from scm_ray.cli import main
+
+    assert main([command, "--config", f"jobs/configs/{config}", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"(from --set {override})" in err and "Traceback" not in err
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
