@@ -66,11 +66,15 @@ class TrainConfig:
     seed: int = setting(0, help="model initialisation seed")
     log_every_steps: int = setting(50, help="rank 0 prints progress every this many steps")
     max_steps_per_epoch: int = setting(0, help="cap on optimizer steps per epoch (0 = the whole split)")
+    max_skipped_steps: int = setting(
+        0, help="end the run when more optimizer steps than this in a row are skipped or undone "
+                "(non-finite loss, gradients or weights); 0 = max(10, 5% of an epoch's steps)")
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
         check(self.max_steps_per_epoch >= 0, "max_steps_per_epoch", "must be >= 0 (0 = all)")
+        check(self.max_skipped_steps >= 0, "max_skipped_steps", f"must be >= 0 (0 = auto), got {self.max_skipped_steps}")
 
 
 @dataclass(frozen=True)

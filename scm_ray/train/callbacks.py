@@ -64,11 +64,14 @@ class UnrecoverableError(RuntimeError):
 
 def permanent_error(error: BaseException) -> BaseException | None:
     """The worker's own exception when it is one no restart can fix, else None: bad settings
-    (ConfigError), a damaged or mismatched data file (DataFileError), code that cannot run
+    (ConfigError), a damaged or mismatched data file (DataFileError), a run that diverged
+    (TrainingDiverged: a restart repeats it from the same checkpoint), code that cannot run
     (ImportError, SyntaxError, NameError). Worker deaths, NCCL/gloo errors and everything else
     stay retryable. Ray Train hands user errors over wrapped, the original in `_base_exc`."""
     from scm_ray.config import ConfigError
     from scm_ray.data.ffcv_io import DataFileError
+    from scm_ray.train.engine import TrainingDiverged
 
     base = getattr(error, "_base_exc", error)
-    return base if isinstance(base, (ConfigError, DataFileError, ImportError, SyntaxError, NameError)) else None
+    permanent = (ConfigError, DataFileError, TrainingDiverged, ImportError, SyntaxError, NameError)
+    return base if isinstance(base, permanent) else None

@@ -50,6 +50,11 @@ WORKERS_FILE = "workers.json"
 StepHook = Callable[[int], None]
 
 
+class TrainingDiverged(RuntimeError):
+    """More optimizer steps in a row than train.max_skipped_steps were skipped or undone: the
+    run learns nothing, and a restart from the last checkpoint would only repeat it."""
+
+
 class TrainContext(Protocol):
     """What a launcher gives the engine: one rank of a world of `world_size` processes."""
 
@@ -89,6 +94,51 @@ class StepSettings:
     steps: int  # optimizer steps per epoch
     rank: int
     log_every: int
+    max_skipped: int  # steps in a row skipped or undone before the run ends (TrainingDiverged)
+
+
+def skipped_steps_limit(configured: int, steps_per_epoch: int) -> int:
+    """train.max_skipped_steps, or (0) max(10, 5% of an epoch's steps): a run that cannot take
+    a step for that long has diverged, while a rare bad batch never ends a run."""
+    return configured or max(10, math.ceil(0.05 * steps_per_epoch))
+
+
+class FiniteUpdates:
+    """Keeps non-finite values out of the weights, counting what it did.
+
+    A step is skipped before the update when the loss or the gradient norm is not finite (the
+    norm is computed for clipping anyway). A finite gradient can still give a non-finite update
+    (a huge lr, weights near the float limit): after the update one fused inf-norm over the
+    parameters (NaN and inf both propagate into it) decides, and the weights are copied back
+    from the copy taken before the update. Cost: one copy of the weights per step (a fused
+    copy, a small fraction of a step's forward and backward) and one host sync, which the
+    pre-update check already paid. The optimizer's moments keep the step's finite gradient.
+    """
+
+    def __init__(self, model: torch.nn.Module, limit: int):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.backup = [torch.empty_like(p) for p in self.params]
+        self.limit = limit
+        self.in_a_row = 0
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """optimizer.step(), undone when it made a weight non-finite; whether it was kept."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.backup, self.params)
+            optimizer.step()
+            if torch.isfinite(torch.nn.utils.get_total_norm(self.params, norm_type=math.inf)):
+                return True
+            torch._foreach_copy_(self.params, self.backup)
+        return False
+
+    def count(self, applied: bool, where: str) -> None:
+        """Count a step; raise TrainingDiverged after more than `limit` failed in a row."""
+        self.in_a_row = 0 if applied else self.in_a_row + 1
+        if self.in_a_row > self.limit:
+            raise TrainingDiverged(
+                f"{self.in_a_row} optimizer steps in a row skipped or undone (non-finite loss, "
+                f"gradients or weights) up to {where}; limit train.max_skipped_steps={self.limit}. "
+                "Lower optim.lr, set optim.grad_clip, or check the scm.* settings")
 
 
 @dataclass
@@ -121,11 +171,13 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
     ddp = wrap_ddp(state.model, ctx.device, ctx.world_size, find_unused=cfg.scm.start_epoch > 0)
     step_fn = torch.compile(ddp) if cfg.train.compile else ddp
     settings = StepSettings(ctx.device, use_bf16(cfg.train.precision, ctx.device), cfg.optim.grad_clip,
-                            steps, ctx.rank, cfg.train.log_every_steps)
+                            steps, ctx.rank, cfg.train.log_every_steps,
+                            skipped_steps_limit(cfg.train.max_skipped_steps, steps))
+    guard = FiniteUpdates(state.model, settings.max_skipped)
     config = to_dict(cfg)
     for epoch in range(state.epoch, cfg.train.epochs):
-        metrics = run_epoch(cfg, state, step_fn, train_data, val_data, settings, ctx.world_size,
-                            epoch, before_step)
+        metrics = run_epoch(cfg, state, step_fn, train_data, val_data, settings, guard,
+                            ctx.world_size, epoch, before_step)
         state.epoch = epoch + 1
         state.history.append(metrics)
         report_epoch(state, config, metrics, run_dir, ctx)
@@ -208,12 +260,13 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, world: int, find_unus
 
 
 def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_data,
-              settings: StepSettings, world: int, epoch: int, before_step: StepHook | None) -> dict:
+              settings: StepSettings, guard: FiniteUpdates, world: int, epoch: int,
+              before_step: StepHook | None) -> dict:
     """Train one epoch (0-based `epoch`), then validate; the epoch's metrics row."""
     model = state.model
     model.scm_enabled = epoch >= cfg.scm.start_epoch
     t0 = time.perf_counter()
-    totals = train_epoch(state, step_fn, train_data, settings, epoch + 1, before_step)
+    totals = train_epoch(state, step_fn, train_data, settings, guard, epoch + 1, before_step)
     totals.seconds = time.perf_counter() - t0
     metrics = epoch_metrics(model, totals, state.scheduler, world, settings.device)
     metrics["epoch"] = epoch + 1
@@ -228,10 +281,11 @@ def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_d
     return metrics
 
 
-def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, epoch: int,
-                before_step: StepHook | None = None) -> EpochTotals:
+def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, guard: FiniteUpdates,
+                epoch: int, before_step: StepHook | None = None) -> EpochTotals:
     """One epoch of optimizer steps on this rank (1-based `epoch`, for the progress lines).
-    Rank 0 prints a progress line every `log_every` steps (a long epoch is otherwise silent)."""
+    Rank 0 prints a progress line every `log_every` steps (a long epoch is otherwise silent).
+    Every rank takes the same decisions: the gradients are all-reduced and the weights equal."""
     model, optimizer = state.model, state.optimizer
     model.train()
     totals = EpochTotals(torch.zeros((), device=s.device))
@@ -247,13 +301,16 @@ def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, epoch: int,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
-        if torch.isfinite(norm) and torch.isfinite(loss):
-            optimizer.step()
-        else:  # never let a non-finite value reach the weights
-            totals.skipped += 1
+        applied = bool(torch.isfinite(norm) and torch.isfinite(loss))
+        if not applied:  # never let a non-finite value reach the weights
             print(f"[scm-ray] rank {s.rank} step {state.global_step}: non-finite loss/gradients "
                   f"(loss {loss.item():.4g}, grad norm {norm.item():.4g}); optimizer step skipped",
                   flush=True)
+        elif not (applied := guard.step(optimizer)):
+            print(f"[scm-ray] rank {s.rank} step {state.global_step}: the update made weights "
+                  "non-finite; undone", flush=True)
+        totals.skipped += not applied
+        guard.count(applied, f"epoch {epoch} step {i + 1}")
         state.scheduler.step()
         state.global_step += 1
         totals.loss += loss.detach() * labels.shape[0]
@@ -276,10 +333,11 @@ def epoch_metrics(model, totals: EpochTotals, scheduler, world: int, device: tor
         dist.all_reduce(stats)
         stats = stats.cpu()
     loss_sum, seen, skipped, seconds, a, b, n = stats.tolist()
+    skipped = round(skipped / world)  # every rank skips the same steps (see train_epoch)
     metrics = {
         "train/loss": loss_sum / max(seen, 1),
         "train/images_per_s": seen / max(seconds / world, 1e-9),
-        "train/skipped_steps": int(skipped),
+        "train/skipped_steps": skipped,
         "lr": last_step_lr(scheduler),  # in effect during the epoch (at its last step)
         "guard/alpha_capped": int(a), "guard/beta_clamped": int(b), "guard/nonfinite": int(n),
     }

@@ -32,7 +32,7 @@ def resolve_run_dir(cfg: TrainJobConfig, default_name: str) -> tuple[str, str, s
 
 
 # Settings a resumed run may change: where things are and how many epochs, not what is trained.
-RESUMABLE_CHANGES = ("ray.", "train.epochs", "data.root", "data.cache_dir", "data.num_workers")
+RESUMABLE_CHANGES = ("ray.", "train.epochs", "train.max_skipped_steps", "data.root", "data.cache_dir", "data.num_workers")
 
 
 def changed_settings(saved: dict, current: dict, allowed: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:

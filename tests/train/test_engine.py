@@ -124,3 +124,24 @@ def test_unknown_key_fails_in_the_cli(capsys):
 
     assert main(["train", "--config", "jobs/configs/train_synthetic.yaml", "--set", "scm.nope=1"]) == 2
     assert "scm.nope: unknown key" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["optim.lr=1e36"])
+def test_a_run_that_cannot_learn_exits_non_zero_saying_why(synthetic_dataset, tmp_path, capsys, override):
+    """The first update makes the weights huge, every later step has a non-finite loss and is
+    skipped: the run ends after train.max_skipped_steps of them instead of training on."""
+    from scm_ray.cli import main
+    from tests.train.conftest import SMALL
+
+    args = ["train", "--config", "jobs/configs/train_synthetic.yaml"]
+    for item in [f"data.root={synthetic_dataset}", f"ray.storage_path={tmp_path}", "ray.name=nan",
+                 *SMALL, "ray.num_workers=0", "train.max_skipped_steps=3", override]:
+        args += ["--set", item]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    reason = "optimizer steps in a row skipped or undone"
+    assert "training failed: TrainingDiverged: 4 " + reason in out and "up to epoch 1 step 5;" in out
+    summary = (tmp_path / "nan" / "summary.txt").read_text()
+    assert reason in summary and "limit train.max_skipped_steps=3" in summary
+    assert "epochs          0 / 2" in summary
