@@ -214,7 +214,7 @@ def test_paper_protocol_in_process_and_a_missing_dataset(run_dir, dataset, refer
     report = evaluator.evaluate(str(run_dir / GOOD[-1]), str(dataset))
     model = model_from_checkpoint(run_dir / GOOD[-1]).eval()
     _, acc = evaluate_split(model, eval_loader(dataset / "test.beton", BATCH, 1), torch.device("cpu"), 4,
-                            threshold_step=STEP, return_accumulator=True)
+                            protocol="paper", threshold_step=STEP, return_accumulator=True)
     expected = acc.compute("paper").summary()
     assert {k: report.row[k] for k in expected} == expected
     assert "heldout_gt_known" not in report.row and set(report.files) == {"result.json"}
