@@ -66,6 +66,10 @@ class TrainConfig:
     seed: int = setting(0, help="model initialisation seed")
     log_every_steps: int = setting(50, help="rank 0 prints progress every this many steps")
     max_steps_per_epoch: int = setting(0, help="cap on optimizer steps per epoch (0 = the whole split)")
+    tracking: list[Literal["tensorboard", "mlflow"]] = setting(
+        help="TensorBoard scalars go to the run folder always; add mlflow for MLflow",
+        factory=lambda: ["tensorboard"])
+    mlflow_uri: str = setting("", help='MLflow tracking URI; "" = sqlite:///<ray.storage_path>/mlflow.db')
     max_skipped_steps: int = setting(
         0, help="end the run when more optimizer steps than this in a row are skipped or undone "
                 "(non-finite loss, gradients or weights); 0 = max(10, 5% of an epoch's steps)")

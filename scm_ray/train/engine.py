@@ -41,6 +41,7 @@ from scm_ray.model.wsol import join_scm_state
 from scm_ray.storage import filesystem
 from scm_ray.train.history import append_history, write_text
 from scm_ray.train.schedule import build_scheduler, last_step_lr, lr_multiplier
+from scm_ray.train.tracking import Tracker
 
 HISTORY_JSON = "history.json"  # inside each checkpoint: the epochs so far (metrics.parquet's rows)
 WORKERS_FILE = "workers.json"
@@ -175,12 +176,21 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
                             skipped_steps_limit(cfg.train.max_skipped_steps, steps))
     guard = FiniteUpdates(state.model, settings.max_skipped)
     config = to_dict(cfg)
-    for epoch in range(state.epoch, cfg.train.epochs):
-        metrics = run_epoch(cfg, state, step_fn, train_data, val_data, settings, guard,
-                            ctx.world_size, epoch, before_step)
-        state.epoch = epoch + 1
-        state.history.append(metrics)
-        report_epoch(state, config, metrics, run_dir, ctx)
+    tracker = Tracker(cfg, run_dir) if ctx.rank == 0 else None
+    status = "FAILED"
+    try:
+        for epoch in range(state.epoch, cfg.train.epochs):
+            metrics = run_epoch(cfg, state, step_fn, train_data, val_data, settings, guard, tracker,
+                                ctx.world_size, epoch, before_step)
+            state.epoch = epoch + 1
+            state.history.append(metrics)
+            report_epoch(state, config, metrics, run_dir, ctx)
+            if tracker is not None:
+                tracker.epoch(state.history)
+        status = "FINISHED"
+    finally:
+        if tracker is not None:
+            tracker.close(status)
 
 
 def build_state(cfg: TrainJobConfig, device: torch.device, steps_per_epoch: int) -> TrainState:
@@ -260,13 +270,13 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, world: int, find_unus
 
 
 def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_data,
-              settings: StepSettings, guard: FiniteUpdates, world: int, epoch: int,
-              before_step: StepHook | None) -> dict:
+              settings: StepSettings, guard: FiniteUpdates, tracker: Tracker | None, world: int,
+              epoch: int, before_step: StepHook | None) -> dict:
     """Train one epoch (0-based `epoch`), then validate; the epoch's metrics row."""
     model = state.model
     model.scm_enabled = epoch >= cfg.scm.start_epoch
     t0 = time.perf_counter()
-    totals = train_epoch(state, step_fn, train_data, settings, guard, epoch + 1, before_step)
+    totals = train_epoch(state, step_fn, train_data, settings, guard, epoch + 1, before_step, tracker)
     totals.seconds = time.perf_counter() - t0
     metrics = epoch_metrics(model, totals, state.scheduler, world, settings.device)
     metrics["epoch"] = epoch + 1
@@ -282,9 +292,11 @@ def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_d
 
 
 def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, guard: FiniteUpdates,
-                epoch: int, before_step: StepHook | None = None) -> EpochTotals:
+                epoch: int, before_step: StepHook | None = None,
+                tracker: Tracker | None = None) -> EpochTotals:
     """One epoch of optimizer steps on this rank (1-based `epoch`, for the progress lines).
-    Rank 0 prints a progress line every `log_every` steps (a long epoch is otherwise silent).
+    Rank 0 prints a progress line every `log_every` steps (a long epoch is otherwise silent)
+    and logs the step's loss and lr to its tracker.
     Every rank takes the same decisions: the gradients are all-reduced and the weights equal."""
     model, optimizer = state.model, state.optimizer
     model.train()
@@ -315,6 +327,8 @@ def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, guard: Fini
         state.global_step += 1
         totals.loss += loss.detach() * labels.shape[0]
         totals.seen += labels.shape[0]
+        if tracker is not None and (i + 1) % s.log_every == 0:
+            tracker.step(state.global_step, loss.item(), last_step_lr(state.scheduler))
         if s.rank == 0 and (i + 1) % s.log_every == 0 and i + 1 < s.steps:
             rate = totals.seen / max(time.perf_counter() - start, 1e-9)
             print(f"[scm-ray] epoch {epoch} step {i + 1}/{s.steps} | loss {loss.item():.4f} | "

@@ -52,7 +52,8 @@ def test_in_process_training_needs_no_ray(synthetic_dataset, tmp_path):
 
     overrides = [f"data.root={synthetic_dataset}", f"ray.storage_path={tmp_path}", "ray.name=local",
                  *SMALL, "ray.num_workers=0", "ray.num_to_keep=1",
-                 "ray.checkpoint_metric=epoch", "ray.checkpoint_mode=min"]
+                 "ray.checkpoint_metric=epoch", "ray.checkpoint_mode=min",
+                 "train.tracking=[tensorboard, mlflow]", "train.log_every_steps=4"]
     first = _scm_ray_train_without_ray(overrides)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "[scm-ray] epoch 2/2 | loss" in first.stdout
@@ -72,6 +73,33 @@ def test_in_process_training_needs_no_ray(synthetic_dataset, tmp_path):
     assert "epochs          3 / 3" in summary
     assert f"best checkpoint {run_dir}/checkpoint_epoch0001 (by epoch)" in summary
     assert not list(run_dir.glob(".checkpoint_epoch*"))  # no staging folder left behind
+    _check_tracking(run_dir, history)
+
+
+def _check_tracking(run_dir: Path, history: list[dict]) -> None:
+    """TensorBoard scalars per epoch and per log step, one MLflow run continued by the resume
+    (params = the flattened config, metrics per epoch), and curves.png."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("val/gt_known", "train/loss", "lr", "step/train_loss", "step/lr"):
+        assert tag in tags, tag
+    assert [e.step for e in events.Scalars("val/gt_known")] == [1, 2, 3]
+    assert [e.value for e in events.Scalars("val/gt_known")] == pytest.approx([r["val/gt_known"] for r in history])
+    assert [e.step for e in events.Scalars("step/train_loss")] == [4, 8, 12, 16, 20, 24]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir.parent}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(run_dir.parent.name).experiment_id])
+    assert [r.info.run_name for r in runs] == ["local"] and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["optim.lr"] == "0.002"
+    logged = client.get_metric_history(runs[0].info.run_id, "val/gt_known")
+    assert [m.step for m in logged] == [1, 2, 3]
+
+    png = (run_dir / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 @pytest.mark.slow
