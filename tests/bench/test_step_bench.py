@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scm_ray.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +31,7 @@ def _rows(out: str, mode: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow  # torch.compile
 def test_bench_step_eager_and_compiled(capsys):
     code = main(["bench", "step", *TINY, "--compile", "--backend", "aot_eager", "--dense"])
     out = capsys.readouterr().out

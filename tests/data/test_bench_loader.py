@@ -6,7 +6,8 @@ import pytest
 
 from scm_ray.bench.loader import format_result, run_benchmark
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.slow,  # runs FFCV loaders (numba compiles their pipelines)
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 
 def test_benchmark_tiny(tmp_path, capsys):

@@ -56,6 +56,7 @@ def test_crop_window_offsets_cover_the_range():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_train_batches_and_epochs(train_loader_48, synthetic_dir):
     loader = train_loader_48
     assert len(loader) == 40 // 8 and loader.num_samples == 40
@@ -74,6 +75,7 @@ def test_train_batches_and_epochs(train_loader_48, synthetic_dir):
     assert loader.epoch == 2
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_train_order_is_seeded_and_resumable(synthetic_dir):
     make = lambda seed: L.train_loader(synthetic_dir / "train.beton", 8, 1, 56, 48, seed)  # noqa: E731
     a, b, c = make(5), make(5), make(6)
@@ -84,6 +86,7 @@ def test_train_order_is_seeded_and_resumable(synthetic_dir):
     assert order(a) == order(b) and a.epoch == 3
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_same_seed_same_batches_augmentation_included(train_loader_48, synthetic_dir):
     """Crops and flips are reseeded per image from (seed, batch, sample), so a run repeats
     exactly whatever the thread count; another seed augments differently."""
@@ -99,6 +102,7 @@ def test_same_seed_same_batches_augmentation_included(train_loader_48, synthetic
     assert not torch.equal(again[0], first[0][0])
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_shards_without_a_process_group(synthetic_dir):
     """world_size > 1, distributed=False: fixed disjoint shards of equal length."""
     shards = [L.train_loader(synthetic_dir / "train.beton", 4, 1, 56, 48, 0, rank, 3) for rank in range(3)]
@@ -113,6 +117,7 @@ def test_distributed_needs_the_process_group(synthetic_dir):
         L.train_loader(synthetic_dir / "train.beton", 8, 1, 56, 48, 0, rank=0, world_size=2, distributed=True)
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_distributed_pads_ranks_with_repeats(synthetic_dir, monkeypatch):
     """FFCV's distributed=True (DistributedSampler): each rank its shard, reshuffled per epoch,
     same seed everywhere -- and padded with repeated samples, which is why evaluation never
@@ -131,6 +136,7 @@ def test_distributed_pads_ranks_with_repeats(synthetic_dir, monkeypatch):
     assert len(flat) - len(set(flat)) == 2
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 @pytest.mark.timeout(60)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dying_pipeline_thread_raises_instead_of_hanging(train_loader_48, monkeypatch):
@@ -169,6 +175,7 @@ def test_cpu_pipeline_normalises_before_to_tensor():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_eval_shards_are_disjoint_cover_and_match_records(synthetic_dir):
     rows = RecordTable.read(synthetic_dir).rows("val")
     seen = []
@@ -192,11 +199,13 @@ def test_eval_shard_arithmetic(n, world):
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_eval_more_ranks_than_samples_gives_empty_shards(synthetic_dir):
     loader = L.eval_loader(synthetic_dir / "test.beton", 4, 1, rank=15, world_size=16)
     assert len(loader) == 0 and list(loader) == [] and loader.num_samples == 0
 
 
+@pytest.mark.slow  # iterates FFCV loaders: numba compiles their pipelines
 def test_eval_batches_reuse_image_buffers_but_not_annotations(synthetic_dir):
     """FFCV hands out reused buffers: images kept past a few batches change underneath (unless
     cloned), the annotation tensors of an EvalBatch are copies and stay valid."""
