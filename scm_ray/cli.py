@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("scm_ray.train.cli", "train DeiT+SCM with Ray Train"),
     "tune": ("scm_ray.tune.cli", "hyperparameter search with Ray Tune"),
     "evaluate": ("scm_ray.evaluate.cli", "evaluate checkpoints in parallel, SCM-free"),
-    "bench": ("scm_ray.bench.cli", "benchmarks: step, boxes, loader"),
+    "bench": ("scm_ray.bench.cli", "benchmarks: step, boxes, loader, scale"),
     "config": ("scm_ray.config_cli", "show a job's resolved config with help, or its lr per epoch"),
     "cluster": ("scm_ray.cluster.cli", "cluster helpers: check a cluster YAML"),
     "localize": ("scm_ray.localize", "classes, CAMs and boxes of new images from a checkpoint"),

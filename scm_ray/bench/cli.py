@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "step": ("scm_ray.bench.step", "training-step speed and peak memory: plain backbone vs SCM"),
     "boxes": ("scm_ray.bench.boxes", "box extraction maps/s: reference vs fast extractor"),
     "loader": ("scm_ray.bench.loader", "loader images/s: FFCV vs torchvision ImageFolder"),
+    "scale": ("scm_ray.bench.scale", "cost per image and peak memory vs N on ImageNet-shaped data"),
 }
 
 

@@ -1,7 +1,7 @@
 """ImageNet-shaped input trees for benchmarks and tests: the official ILSVRC 2012 layout that
 `scm-ray prepare imagenet` reads, at any size, rendered by the synthetic renderer.
 
-Layout (the one the official tarballs unpack to, see docs/data-formats.md):
+Layout (the one the official tarballs unpack to):
 
     ROOT/LOC_synset_mapping.txt                      1,000 "<wnid> <name>" lines, label = line order
     ROOT/train/<wnid>/<wnid>_<n>.JPEG                 training images, one folder per class

@@ -1,0 +1,26 @@
+"""`scm-ray bench scale` end to end at a tiny size: every stage runs for real (prepare of a
+generated ILSVRC tree, the bare loop, an FFCV loader epoch, `scm-ray evaluate` on a local Ray)
+and the table and the last line come out in their documented form. No timing is asserted."""
+
+from __future__ import annotations
+
+import re
+
+from scm_ray.cli import main
+
+LAST = re.compile(r"scale: cost per image x[0-9.]+ at 80 vs 40 images \(prepare\), x[0-9.]+ \(evaluate\); "
+                  r"peak RSS [+-][0-9]+ MiB \(prepare\), [+-][0-9]+ MiB \(evaluate\); "
+                  r"prepare at [0-9.]+ of the bare loop")
+
+
+def test_bench_scale_prints_table_and_last_line(tmp_path, capsys):
+    assert main(["bench", "scale", "--sizes", "40,80", "--work", str(tmp_path), "--cores", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert LAST.fullmatch(out[-1]), out[-1]
+    rows = [line.split() for line in out if re.match(r"\s*(40|80) (prepare|bare|loader|evaluate) ", line)]
+    final = rows[-8:]  # the whole table printed last, before the summary line
+    assert [(r[0], r[1]) for r in final] == [(n, s) for n in ("40", "80") for s in ("prepare", "bare", "loader", "evaluate")]
+    by = {(r[0], r[1]): r for r in final}
+    assert by[("80", "prepare")][2] == "80" and by[("80", "evaluate")][2] == "16"  # 20 % val
+    assert all(float(r[8]) > 0 for r in final)  # peak memory was sampled for every stage
+    assert (tmp_path / "tree_80" / "LOC_synset_mapping.txt").is_file()
