@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from scm_ray.cli import main
 
 LAST = re.compile(r"scale: cost per image x[0-9.]+ at 80 vs 40 images \(prepare\), x[0-9.]+ \(evaluate\); "
@@ -13,6 +15,7 @@ LAST = re.compile(r"scale: cost per image x[0-9.]+ at 80 vs 40 images \(prepare\
                   r"prepare at [0-9.]+ of the bare loop")
 
 
+@pytest.mark.slow  # FFCV loaders (numba compiles their pipelines) and a local Ray
 def test_bench_scale_prints_table_and_last_line(tmp_path, capsys):
     assert main(["bench", "scale", "--sizes", "40,80", "--work", str(tmp_path), "--cores", "2"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
