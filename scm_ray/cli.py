@@ -46,12 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from scm_ray.config import ConfigError
+    from scm_ray.interrupts import EXIT_CODE, Interrupted
 
     try:
         return int(module.run(args) or 0)
     except ConfigError as exc:
         print(f"scm-ray {args.command}: config error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        hint = exc.hint if isinstance(exc, Interrupted) else "the same command"
+        print(f"\nscm-ray {args.command}: interrupted; resume with {hint}", file=sys.stderr, flush=True)
+        return EXIT_CODE
 
 
 if __name__ == "__main__":

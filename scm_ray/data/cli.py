@@ -148,10 +148,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (jobs/prepare_data.py): the same arguments as `scm-ray prepare`."""
-    parser = argparse.ArgumentParser(prog="prepare_data", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """Stand-alone entry point (jobs/prepare_data.py): `scm-ray prepare` itself, with its
+    handling of config errors and Ctrl-C."""
+    from scm_ray.cli import main as scm_ray_main
+
+    return scm_ray_main(["prepare", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ summarise. Everything that can be checked before a worker starts is checked here
 from __future__ import annotations
 
 import json
+import os
 import time
 import dataclasses
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from scm_ray.config import ConfigError, TrainJobConfig, flatten, to_dict
 from scm_ray.storage import absolute, is_uri, run_location
+from scm_ray.interrupts import Interrupted
 from scm_ray.paths import writable_storage
 
 
@@ -24,6 +26,7 @@ class TrainingOutcome:
     failures: int
     seconds: float
     error: str | None = None
+    interrupted: bool = False  # Ctrl-C: the run stopped where it was, resumable
 
 
 def resolve_run_dir(cfg: TrainJobConfig, default_name: str) -> tuple[str, str, str]:
@@ -166,6 +169,10 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
     from scm_ray.train.callbacks import EpochPrinter
     from scm_ray.train.ray_adapter import train_worker
 
+    # Ray Train's print patch on the workers both prints a line and logs it to a handler that
+    # prints it too: every line a worker printed reached the driver twice. Ray Train passes
+    # this variable on from here to its controller and workers (an explicit setting wins).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if loopback:
         from scm_ray.train.loopback import LoopbackTorchConfig as torch_config
     else:
@@ -222,6 +229,13 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None
     try:
         result = build_trainer(cfg, storage, name, run_dir, train_fn=train_fn,
                                loopback=ray_session.is_loopback_only()).fit()
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C. During fit, Ray Train's own SIGINT handler aborts its controller and then
+        # calls sys.exit: the SystemExit raised here is that (nothing else in fit exits).
+        outcome = _outcome_from_run_folder(cfg, run_dir, time.perf_counter() - start, None)
+        outcome.interrupted = True
+        _write_summary(outcome, cfg)
+        raise Interrupted(f"the same command and --set ray.name={name}") from None
     except Exception as exc:  # Ray Train V2 raises the workers' error once retries are spent
         outcome = _outcome_from_run_folder(cfg, run_dir, time.perf_counter() - start,
                                            f"{type(exc).__name__}: {exc}")
@@ -308,8 +322,10 @@ def _write_summary(outcome: TrainingOutcome, cfg: TrainJobConfig) -> None:
     from scm_ray.train.history import write_text
 
     m = outcome.metrics
+    status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "completed"
     lines = [
         f"run folder      {outcome.run_dir}",
+        f"status          {status}",
         f"epochs          {outcome.epochs_done} / {cfg.train.epochs}",
         f"wall time       {outcome.seconds:.1f} s",
         f"worker failures {outcome.failures} (max_failures {cfg.ray.max_failures})",
@@ -323,4 +339,5 @@ def _write_summary(outcome: TrainingOutcome, cfg: TrainJobConfig) -> None:
     text = "\n".join(lines) + "\n"
     write_text(outcome.run_dir, "summary.txt", text)
     write_text(outcome.run_dir, "outcome.json", json.dumps(outcome.__dict__, indent=2, default=str))
-    print(text, flush=True)
+    if not outcome.interrupted:  # Ctrl-C: the command's one line says it
+        print(text, flush=True)
