@@ -153,8 +153,9 @@ def generate_synthetic(spec: synthetic.SyntheticSpec, out_dir: Path, num_workers
     bar = tqdm(total=total, desc="rendering synthetic images", unit="img", disable=not progress)
     rows: list[tuple] = []
     if num_workers > 1 and total >= 1024:
-        # fork: the renderer needs no state from the parent beyond its arguments.
-        with multiprocessing.get_context("fork").Pool(num_workers, initializer=_worker_init) as pool:
+        # spawn, not fork: a parent that runs threads (a local Ray, torch, a watchdog) can hold
+        # a lock at fork time, and the forked renderers then wait on it forever.
+        with multiprocessing.get_context("spawn").Pool(num_workers, initializer=_worker_init) as pool:
             for chunk in pool.imap(_render_chunk, jobs):
                 rows += chunk
                 bar.update(len(chunk))
