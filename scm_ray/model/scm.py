@@ -143,6 +143,20 @@ def _stencil(band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out.view(B, H * W, -1)  # (B, N, r)
 
 
+def _stencil_right(band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x M for x (B, r, N) and the symmetric 5-point M of `band`: the stencil along x's last
+    axis, on x's own memory layout (no transposed copy, unlike _stencil(band, x.mT).mT)."""
+    B, _, H, W = band.shape
+    grid = x.reshape(B, -1, H, W)  # (B, r, H, W), columns are grid nodes
+    diag, right, down = (band[:, i, None] for i in range(3))  # (B, 1, H, W) each
+    out = diag * grid  # (B, r, H, W)
+    out[..., :, :-1].addcmul_(right[..., :, :-1], grid[..., :, 1:])
+    out[..., :, 1:].addcmul_(right[..., :, :-1], grid[..., :, :-1])
+    out[..., :-1, :].addcmul_(down[..., :-1, :], grid[..., 1:, :])
+    out[..., 1:, :].addcmul_(down[..., :-1, :], grid[..., :-1, :])
+    return out.view(B, -1, H * W)  # (B, r, N)
+
+
 def _band_of_product(band: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The band (B, 3, H, W) of the gradient wrt a symmetric band given Mbar = P Q^T, P and Q
     (B, N, r): diagonal Mbar_ii, and Mbar_ij + Mbar_ji for each right / down neighbour pair."""
@@ -265,36 +279,44 @@ class ActivationDiffusionBlock(nn.Module):
 
 
 # How many of a block's last Newton-Schulz steps run on vectors (PolynomialDiffusion). Each such
-# step saves one N^3 squaring in the forward (and one saved N x N matrix) for twice as many
+# step saves one N^3 product in the forward (and one saved N x N matrix) for twice as many
 # matrix-vector products as the step before: 4 means 15 products, one kernel each on a GPU,
-# against 4 squarings of 2 * B * N^3 flops; the reference's 4-step blocks square nothing.
+# against 4 products of 2 * B * N^3 flops; the reference's 4-step blocks form no product.
 VECTOR_TAIL = 4
 
 
 class PolynomialDiffusion(torch.autograd.Function):
-    """X_p^T f for the fast ADB (module docstring), A = X_0^T = alpha M0 (M0 = M, no gradient):
+    """X_p^T f for the fast ADB (docs/scm.md, "The fast path"), with P_k = X_k^T and
+    A = P_0 = alpha M0 (M0 = M, no gradient):
 
-        g_0 = A f,  R_0 = I - A M,  g_{k+1} = (I + R_k) g_k,  R_{k+1} = R_k^2,  X_p^T f = g_p.
+        P_{k+1} = 2 P_k - P_k M P_k   (k < q = p - t),
+        X_p^T f = sum_{j < 2^t} R^j g,   R = I - P_q M,  g = P_q f.
 
-    The first q = p - t steps square R densely; the last t run on vectors, since
-    (I + R_q) ... (I + R_{p-1}) = sum_{j < 2^t} R_q^j: 2^t - 1 products R_q v.
+    The first q steps are the dense algorithm's own steps (the transposed X recursion), but the
+    product with M is a five-point stencil, so each costs one N^3 product, not two. The last t
+    steps act on vectors only: with R_k = I - P_k M one has P_{k+1} = (I + R_k) P_k and
+    R_{k+1} = R_k^2, so (I + R_{p-1}) ... (I + R_q) = sum_{j < 2^t} R_q^j, 2^t - 1 products R v.
 
-    M enters as its band (B, 3, H, W): products with M or A are five-point stencils, and M
-    itself exists as a dense matrix only while R_0 is formed.
+    Why P and not R = I - P M squared (the earlier form): R's eigenvalues sit near 1 in the
+    directions that are still converging, its float32 rounding is absolute there, and every
+    squaring doubles it (about 2^12 at p = 16); P carries those directions at their own scale,
+    as the dense algorithm does, so its error is the dense algorithm's (docs/scm.md, "Float32
+    error"). The tail squares nothing, so its R is formed once and used t times at most.
 
-    The backward is the adjoint of exactly these steps, written out (no autograd graph of
-    dozens of small products) and saving only the band, R_0 ... R_q and some vectors:
-    - vector part: u_i = (R_q^T)^i ybar, w_l = sum_{j <= l} R_q^j g_q; Rbar_q = U W^T with
-      columns u_i and w_{n-2-i} (i <= n-2, n = 2^t), gbar_q = sum_{i < n} u_i;
-    - squarings: gbar_k = (I + R_k)^T gbar_{k+1} and
-      Rbar_k = gbar_{k+1} g_k^T + Rbar_{k+1} R_k^T + R_k^T Rbar_{k+1}. While Rbar is low-rank
-      (U V^T, rank r < N / 2) it stays factored, [gbar, U, R_k^T U] [g, R_k V, V]^T, two thin
-      products instead of two N^3 ones (ranks 2^t - 1, 2^(t+1) - 1, ... from the top);
-    - Mbar = -A^T Rbar_0 (only its band: the gradient of a band entry is Mbar_ii, or
-      Mbar_ij + Mbar_ji for the two places a neighbour weight sits), fbar = A^T gbar_0.
-    This is the exact adjoint of the function of (band, f) computed (gradcheck in the tests).
-    It equals the dense algorithm's gradient: the R-recursion holds for independent M and X_0,
-    and M is symmetric by construction.
+    The backward is the adjoint of exactly these steps, written out and saving only the band,
+    P_1 ... P_q, R and the tail vectors:
+    - tail: u_i = (R^T)^i ybar, w_l = sum_{j <= l} R^j g; Rbar = U W^T with columns u_i and
+      w_{n-2-i} (i <= n-2, n = 2^t), gbar = sum_{i < n} u_i;
+    - R = I - P_q M and g = P_q f: Pbar_q = -Rbar M + gbar f^T, Mbar = -P_q^T Rbar,
+      fbar = P_q^T gbar;
+    - each step: Pbar_k = 2 Pbar - Pbar P_k^T M - M P_k^T Pbar, Mbar += -P_k^T Pbar P_k^T.
+      While Pbar is low-rank (U V^T, rank r <= N / 2) it stays factored,
+      [U, -M P_k^T U] [2V - M P_k V, V]^T (ranks 2^t, 2^(t+1), ... from the top), and Mbar's
+      term is (-P_k^T U)(P_k V)^T. Only M's band of Mbar is ever formed (the gradient of a band
+      entry is Mbar_ii, or Mbar_ij + Mbar_ji for the two places a neighbour weight sits), from
+      factors: N^2 work, not N^3.
+    It equals the dense algorithm's gradient (X_0 detached) since the steps are the dense
+    algorithm's, and M is symmetric by construction (gradcheck and float64 tests).
     """
 
     @staticmethod
@@ -310,61 +332,66 @@ class PolynomialDiffusion(torch.autograd.Function):
         """band (B, 3, H, W) of M, band0 the same without gradient (X_0^T = alpha M0), f (B, N),
         alpha (B, 1, 1) -> X_p^T f (B, N)."""
         tail = min(tail, steps)
-        # Vectors are kept as rows (B, 1, N): v^T R^T is a (1 x N)(N x N) batched product, which
-        # CPU BLAS runs about 10x faster than R v as (N x N)(N x 1) (N = 196, B = 8).
-        g = (alpha * _stencil(band0, f.unsqueeze(-1))).mT  # (B, 1, N) = g_0^T
-        m = band_to_dense(band)  # (B, N, N), not kept
-        r = torch.eye(m.shape[-1], device=m.device, dtype=m.dtype) - alpha * _stencil(band0, m)
-        rs, gs = [r], []  # r: (B, N, N) = R_0 = I - A M
+        p = alpha * band_to_dense(band0)  # (B, N, N) = P_0 = A
+        ps = []
         for _ in range(steps - tail):
-            gs.append(g)
-            g = torch.baddbmm(g, g, r.mT)  # (B, 1, N) = g_{k+1}^T = g_k^T (I + R_k)^T
-            r = r @ r  # (B, N, N) = R_{k+1}
-            rs.append(r)
-        v, powers = g, [g]
+            p = torch.baddbmm(p, p, _stencil(band, p), beta=2.0, alpha=-1.0)  # 2P - P (M P)
+            ps.append(p)
+        q = _stencil_right(band, p)  # (B, N, N) = Q = I - R = P_q M
+        # Vectors are kept as rows (B, 1, N): v^T Q^T is a (1 x N)(N x N) batched product, which
+        # CPU BLAS runs about 10x faster than Q v as (N x N)(N x 1) (N = 196, B = 8).
+        v = f.unsqueeze(1) @ p.mT  # (B, 1, N) = g^T = (P_q f)^T
+        powers = [v]
         for _ in range(2**tail - 1):
-            v = v @ r.mT  # (B, 1, N) = (R_q^j g_q)^T
+            v = torch.baddbmm(v, v, q.mT, alpha=-1.0)  # (B, 1, N) = (R^j g)^T, R v = v - Q v
             powers.append(v)
         vs = torch.cat(powers, dim=1)  # (B, 2^t, N)
         ctx.tail = tail
-        ctx.save_for_backward(band0, alpha, vs[:, :-1], *rs, *gs)
+        # band and band0 share storage in the ADB: keeping both costs nothing
+        ctx.save_for_backward(band, band0, f, alpha, vs[:, :-1], q, *ps)
         return vs.sum(dim=1)  # (B, N)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
-        band0, alpha, vs, *saved = ctx.saved_tensors  # vs (B, 2^t - 1, N)
-        levels = (len(saved) - 1) // 2
-        rs, gs = saved[: levels + 1], saved[levels + 1:]  # R_0..R_q, g_0^T..g_{q-1}^T
+        band, band0, f, alpha, vs, q, *ps = ctx.saved_tensors  # vs (B, 2^t - 1, N); P_1..P_q
+        ps = [alpha * band_to_dense(band0)] + ps  # P_0 = A is cheaper to rebuild than to keep
+        n = q.shape[-1]
         u, adjoints = grad_y.unsqueeze(1), [grad_y.unsqueeze(1)]
         for _ in range(2**ctx.tail - 1):
-            u = u @ rs[-1]  # (B, 1, N) = ((R_q^T)^i ybar)^T
+            u = torch.baddbmm(u, u, q, alpha=-1.0)  # (B, 1, N) = ((R^T)^i ybar)^T
             adjoints.append(u)
         us = torch.cat(adjoints, dim=1)  # (B, 2^t, N)
-        gbar = us.sum(dim=1, keepdim=True)  # (B, 1, N) = gbar_q^T
-        # Rbar_q = U W^T, kept as the row blocks U^T, W^T (B, rank, N)
-        fac_u, fac_v = us[:, :-1], vs.cumsum(dim=1).flip(1)
-        rbar = None  # dense Rbar once the factors grow past N / 2 rows
-        for k in reversed(range(levels)):
-            r, g = rs[k], gs[k]  # (B, N, N), (B, 1, N)
-            if rbar is None:
-                fac_u = torch.cat([gbar, fac_u, fac_u @ r], dim=1)  # (B, 2r + 1, N)
-                fac_v = torch.cat([g, fac_v @ r.mT, fac_v], dim=1)  # (B, 2r + 1, N)
-                if fac_u.shape[1] > r.shape[-1] // 2:
-                    rbar = fac_u.mT @ fac_v  # (B, N, N)
-            else:
-                nxt = torch.baddbmm(gbar.mT * g, rbar, r.mT)  # (B, N, N)
-                rbar = torch.baddbmm(nxt, r.mT, rbar)  # (B, N, N) = Rbar_k
-            gbar = torch.baddbmm(gbar, gbar, r)  # (B, 1, N) = gbar_k^T
-        grad_f = alpha * _stencil(band0, gbar.mT)  # (B, N, 1) = A^T gbar_0 (M0 symmetric)
+        gbar = us.sum(dim=1, keepdim=True)  # (B, 1, N)
+        fac_u, fac_w = us[:, :-1].mT, vs.cumsum(dim=1).flip(1).mT  # Rbar = U W^T, (B, N, 2^t - 1)
+        p = ps[-1]
+        grad_f = (gbar @ p).squeeze(1)  # (B, N) = (P_q^T gbar)^T
         grad_band = None
-        if ctx.needs_input_grad[0]:  # Mbar = -A^T Rbar_0, reduced to the band
-            if rbar is not None:
-                grad_band = _band_of_dense(band0, -alpha * _stencil(band0, rbar))
-            elif fac_u.shape[1] > 0:
-                p = -alpha * _stencil(band0, fac_u.mT)  # (B, N, rank) = -A^T U
-                grad_band = _band_of_product(band0, p, fac_v.mT)
-        return grad_band, None, grad_f.squeeze(-1), None, None, None
+        if fac_u.shape[-1] > 0:  # Mbar = -P_q^T Rbar
+            grad_band = _band_of_product(band, -(p.mT @ fac_u), fac_w)
+        if len(ps) == 1:
+            return grad_band, None, grad_f, None, None, None
+        # Pbar_q = -U (M W)^T + gbar f^T, as factors (B, N, rank)
+        left = torch.cat([-fac_u, gbar.mT], dim=-1)
+        right = torch.cat([_stencil(band, fac_w), f.unsqueeze(-1)], dim=-1)
+        pbar = None  # dense once the rank passes N / 2
+        for k in reversed(range(len(ps) - 1)):
+            p = ps[k]  # (B, N, N)
+            if pbar is None and left.shape[-1] > n // 2:
+                pbar = left @ right.mT  # (B, N, N)
+            if pbar is None:
+                pt_u, p_v = p.mT @ left, p @ right  # (B, N, rank)
+                term = _band_of_product(band, -pt_u, p_v)
+                left = torch.cat([left, -_stencil(band, pt_u)], dim=-1)
+                right = torch.cat([torch.add(-_stencil(band, p_v), right, alpha=2.0), right], dim=-1)
+            else:
+                s1, s2 = p.mT @ pbar, pbar @ p.mT  # (B, N, N): P^T Pbar, Pbar P^T
+                term = -_band_of_product(band, s1, p)  # band of -P^T Pbar P^T
+                # Pbar_k = 2 Pbar - M (P^T Pbar) - (Pbar P^T) M
+                nxt = _stencil(band, s1).add_(_stencil_right(band, s2))
+                pbar = nxt.neg_().add_(pbar, alpha=2.0)
+            grad_band = term if grad_band is None else grad_band + term
+        return grad_band, None, grad_f, None, None, None
 
 
 class SpatialCalibration(nn.Module):
