@@ -12,7 +12,8 @@ Two implementations of the same function of (S, F, lambda, beta):
   Only X_p^T F is ever needed, so the products act on vectors where they can
   (PolynomialDiffusion): the last t = VECTOR_TAIL steps of a block are sum_{j < 2^t} R'_q^j
   applied to a vector (the reference's 4-step blocks square nothing), the first p - t steps
-  square R'_0 densely, one matrix product per iteration instead of the dense algorithm's two.
+  are Newton-Schulz steps on P = X^T with M as a stencil, one matrix product per iteration
+  instead of the dense algorithm's two (docs/scm.md, "Float32 error", says why not squaring).
   The backward is hand-written (the adjoint of exactly those steps), saves nothing but M's
   band, the R'_k and a few vectors, and keeps the adjoint of R' factored while it is low-rank.
   M (at most 5 non-zeros per row) is built and used as its band: neighbour similarities only,
