@@ -8,7 +8,7 @@ The output folder must be on storage the training nodes can read (or staged to t
 
 import sys
 
-from scm_ray.data.cli import main
+from scm_ray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(["prepare", *sys.argv[1:]]))

@@ -34,8 +34,9 @@ def dataset(tmp_path_factory) -> Path:
     from scm_ray.data.prepare import prepare_synthetic
 
     out = tmp_path_factory.mktemp("loc-data")
+    # raw pixels in the .beton: the evaluation sees exactly the decoded test files' pixels
     prepare_synthetic(out, num_train=256, num_val=48, num_test=48, image_size=64, num_classes=4,
-                      seed=0, progress=False)
+                      seed=0, write_mode="raw", progress=False)
     return out
 
 
@@ -97,8 +98,9 @@ def test_boxes_agree_with_the_evaluation(checkpoint, dataset):
         gt = np.asarray(r["boxes"], dtype=np.float64)
         same_class += p.class_index == c
         same_hit += (box_iou(p.box[None], gt).max() >= 0.5) == (box_iou(e[None], gt).max() >= 0.5)
-    # the stored images are JPEG re-encodes of the originals: a rare borderline image may differ
-    assert same_class >= 0.9 * len(records) and same_hit >= 0.9 * len(records), (same_class, same_hit)
+    # same pixels, same model: only float summation order (batch composition) may differ, which
+    # can move a map value across tau on at most a rare borderline image
+    assert same_class == len(records) and same_hit >= len(records) - 1, (same_class, same_hit)
 
 
 def test_paths_pil_images_and_arrays_give_the_same_prediction(checkpoint, dataset):

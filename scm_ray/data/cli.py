@@ -145,15 +145,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"prepare {args.source}: --strict: {summary.report.num_skipped} records skipped", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (jobs/prepare_data.py): `scm-ray prepare` itself, with its
-    handling of config errors and Ctrl-C."""
-    from scm_ray.cli import main as scm_ray_main
-
-    return scm_ray_main(["prepare", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
