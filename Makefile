@@ -37,7 +37,7 @@ demo: setup
 	$(PY) -m scm_ray.cli demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # What to run while developing: every test that needs no Ray cluster and no FFCV loader warm-up.
 test-fast: setup

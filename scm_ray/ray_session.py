@@ -69,13 +69,18 @@ def state_api_port() -> int | None:
     group cleaner asks the state API for its controller without an address, and when several
     Ray instances run on one host (other users, other jobs) Ray cannot tell which is meant and
     the cleaner's thread dies with a traceback. None (Ray's own choice) when the variable is set."""
-    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+    global _OWN_API_ADDRESS
+    current = os.environ.get("RAY_API_SERVER_ADDRESS")
+    if current and current != _OWN_API_ADDRESS:  # the user's (ours from an earlier session is replaced)
         return None
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    _OWN_API_ADDRESS = os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return port
+
+
+_OWN_API_ADDRESS: str | None = None
 
 
 LOOPBACK = "127.0.0.1"
