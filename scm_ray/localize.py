@@ -66,7 +66,7 @@ def checkpoint_tau(data: CheckpointData) -> tuple[float, str]:
     if note.is_file():
         try:
             evaluation = json.loads(note.read_text())
-            tau = evaluation["gt_known_tau"]
+            tau = evaluation["test/gt_known_tau"]
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{note}: cannot be read ({type(exc).__name__}: {exc})") from None
         if tau is not None:

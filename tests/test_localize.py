@@ -83,7 +83,7 @@ def test_boxes_agree_with_the_evaluation(checkpoint, dataset):
     records = _test_records(dataset)
     note = json.loads((checkpoint / EVALUATION_FILE).read_text())
     localizer = Localizer.from_checkpoint(checkpoint, device="cpu")
-    assert localizer.tau == note["gt_known_tau"] and localizer.tau_source.startswith("evaluation (wsol")
+    assert localizer.tau == note["test/gt_known_tau"] and localizer.tau_source.startswith("evaluation (wsol")
     assert localizer.class_names == tuple(json.loads((dataset / "dataset.json").read_text())["class_names"])
 
     preds = localizer.predict([dataset / r["path"] for r in records], batch_size=20)

@@ -55,7 +55,7 @@ class EvalPoolConfig:
 class EvalReportConfig:
     """What the evaluation writes besides results.parquet, and how the table ranks checkpoints."""
 
-    sort_by: Literal["gt_known", "top1_loc", "topk_loc", "top1_cls", "maxboxacc", "maxboxacc_v2"] = setting(
+    sort_by: Literal["gt_known", "top1_loc", "topk_loc", "top1_cls", "maxboxacc_v2"] = setting(
         "gt_known", help="ranking metric: on the held-out split under wsol, on test under paper")
     overlay_images: int = setting(8, help="test images drawn with CAM and boxes, every class in turn, "
                                           "hits and misses, in [0, 64]")

@@ -70,6 +70,8 @@ class TrainConfig:
         help="TensorBoard scalars go to the run folder always; add mlflow for MLflow",
         factory=lambda: ["tensorboard"])
     mlflow_uri: str = setting("", help='MLflow tracking URI; "" = sqlite:///<ray.storage_path>/mlflow.db')
+    mlflow_experiment: str = setting(
+        "", help='MLflow experiment; "" = the storage folder\'s name (a search\'s trials: the search\'s name)')
     max_skipped_steps: int = setting(
         0, help="end the run when more optimizer steps than this in a row are skipped or undone "
                 "(non-finite loss, gradients or weights); 0 = max(10, 5% of an epoch's steps)")

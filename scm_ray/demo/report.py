@@ -76,13 +76,13 @@ def evaluate_demo(cfg: TrainJobConfig, runs: dict[str, str], data_dir: Path, out
     lines = [*tables, "", "test split, each run's checkpoint and taus chosen on the held-out val split:",
              f"  {'method':<34}{'GT-Known':>10}{'Top-1 Loc':>11}{'Top-1 Cls':>11}  checkpoint"]
     for arm, best in chosen.items():
-        lines.append(f"  {'ViT + ' + arm:<34}{best['gt_known']:>9.1f}%{best['top1_loc']:>10.1f}%"
-                     f"{best['top1_cls']:>10.1f}%  {Path(best['checkpoint']).name}")
+        lines.append(f"  {'ViT + ' + arm:<34}{best['test/gt_known']:>9.1f}%{best['test/top1_loc']:>10.1f}%"
+                     f"{best['test/top1_cls']:>10.1f}%  {Path(best['checkpoint']).name}")
     lines += [f"  {name + ' (trivial baseline)':<34}{value:>9.1f}%" for name, value in base.items()]
-    scm, plain = (float(b["gt_known"]) for b in chosen.values())
+    scm, plain = (float(b["test/gt_known"]) for b in chosen.values())
     verdict = ("the SCM beats" if scm > plain else "the SCM does NOT beat") + \
         f" the same model trained without it here ({scm - plain:+.1f} points GT-Known)"
     lines.append(f"  {verdict}")
-    return DemoReport(gt_known={arm: float(b["gt_known"]) for arm, b in chosen.items()},
+    return DemoReport(gt_known={arm: float(b["test/gt_known"]) for arm, b in chosen.items()},
                       centre_box=base["centre box"], whole_image=base["whole image"],
                       table="\n".join(lines))

@@ -226,7 +226,8 @@ def _note_next_to_checkpoint(checkpoint: Path, row: dict, out_dir: Path) -> None
 
     if row.get("status") != "ok":
         return
-    keys = ("protocol", "tau_source", "gt_known", "gt_known_tau", "top1_loc", "top1_loc_tau", "eval_key")
+    keys = ("protocol", "tau_source", "test/gt_known", "test/gt_known_tau", "test/top1_loc", "test/top1_loc_tau",
+            "eval_key")
     note = {k: row.get(k) for k in keys} | {"results": str(Path(out_dir).resolve() / RESULTS_FILE)}
     try:
         (checkpoint / EVALUATION_FILE).write_text(json.dumps(note, indent=2, default=float))

@@ -84,7 +84,7 @@ def curves_png(test: LocalizationResult, heldout: LocalizationResult | None, tit
     plt, fig = _figure(7, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     for i, (name, curve) in enumerate(test.curves.items()):
-        label = test.metric_set().column(name)
+        label = f"top{test.k}_loc" if name == "topk_loc" else name
         if name.startswith("v2@"):
             label = f"maxboxacc_v2 IoU {name[3:]}"
         ax.plot(test.thresholds, curve, label=f"test {label}", **_STYLES[i % len(_STYLES)])

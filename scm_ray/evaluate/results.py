@@ -20,21 +20,18 @@ import pyarrow.parquet as pq
 
 from scm_ray.config import ConfigError, flatten
 from scm_ray.metrics.accumulator import V2_IOUS
-from scm_ray.metrics.metric_set import MetricSet, topk_column
+from scm_ray.metrics.metric_set import TEST, VAL, MetricSet
 from scm_ray.train.history import write_parquet
 
 RESULTS_FILE = "results.parquet"
 # The one error_kind a re-run skips (worker.CHECKPOINT_ERROR: the file itself is broken).
 PERMANENT_ERROR_KIND = "checkpoint"
-# Leading columns, in this order; then the other test metrics, the held-out ones, timings,
-# provenance, and the config columns last (each group sorted).
-FIRST_COLUMNS = ("checkpoint", "run", "epoch", "status", "error", "error_kind", "protocol", "tau_source",
-                 "n_images", "gt_known", "gt_known_tau", "top1_loc", "top1_loc_tau")
+# Leading columns, in this order; then the test split's metrics (test/...), the held-out
+# split's (val/...), timings, provenance, and the config columns last (each group in its order).
+FIRST_COLUMNS = ("checkpoint", "run", "epoch", "status", "error", "error_kind", "protocol", "tau_source", "k")
 TIMING_COLUMNS = ("images_per_s", "wall_s", "eval_s", "load_s")
-# The held-out split's metrics (the "wsol" protocol's tau and checkpoint choice) carry this prefix.
-HELDOUT = "heldout_"
-# Headline metrics of the printed table (top{k}_loc is added per table).
-TABLE_METRICS = ("gt_known", "top1_loc", "top1_cls", "maxboxacc", "maxboxacc_v2")
+# Headline metrics of the printed table (the test split's).
+TABLE_METRICS = ("gt_known", "top1_loc", "topk_loc", "top1_cls", "maxboxacc_v2")
 
 
 def read_results(out_dir: str | Path, force: bool = False) -> list[dict]:
@@ -97,17 +94,16 @@ def with_varying_config(rows: list[dict]) -> list[dict]:
     return out
 
 
-def metric_columns(rows: list[dict], iou_thresholds=V2_IOUS) -> set[str]:
-    """The test metrics' columns of these rows: what their metric sets (protocol, k, and the
-    evaluation's IoU thresholds) name. Rows without them (failed ones) add none."""
-    return {column for r in rows if r.get("k") and r.get("protocol")
-            for column in MetricSet(r["protocol"], tuple(iou_thresholds), int(r["k"])).columns()}
+def metric_columns(iou_thresholds=V2_IOUS) -> list[str]:
+    """Every metric column a results row can hold: the test split's, then the held-out split's."""
+    metrics = MetricSet("wsol", tuple(iou_thresholds), 1)
+    return metrics.columns(TEST) + metrics.columns(VAL)
 
 
 def to_table(rows: list[dict], iou_thresholds=V2_IOUS) -> pa.Table:
     """Arrow table with stable column order; a column whose values mix kinds (a list here, a
     number there) is stored as JSON text so one odd config never breaks the file."""
-    metrics = metric_columns(rows, iou_thresholds)
+    metrics = metric_columns(iou_thresholds)
     names = sorted({k for r in rows for k in r}, key=lambda name: _column_rank(name, metrics))
     columns = {}
     for name in names:
@@ -116,13 +112,11 @@ def to_table(rows: list[dict], iou_thresholds=V2_IOUS) -> pa.Table:
     return pa.table(columns) if rows else pa.table({"checkpoint": pa.array([], pa.string())})
 
 
-def _column_rank(name: str, metrics: set[str]) -> tuple:
+def _column_rank(name: str, metrics: list[str]) -> tuple:
     if name in FIRST_COLUMNS:
         return (0, FIRST_COLUMNS.index(name), name)
     if name in metrics:
-        return (1, 0, name)
-    if name.startswith(HELDOUT):
-        return (2, 0, name)
+        return (1, metrics.index(name), name)
     if name in TIMING_COLUMNS:
         return (3, TIMING_COLUMNS.index(name), name)
     return (5 if "." in name else 4, 0, name)
@@ -146,22 +140,13 @@ def _uniform(values: list) -> list:
 # ---------------------------------------------------------------------------------- ranking
 
 
-def topk_loc_column(rows: list[dict]) -> str | None:
-    """The Top-k Loc column of these rows (k = min(5, classes), e.g. top5_loc); None when k is
-    1 (Top-1 Loc is its own column) or no row says."""
-    k = next((int(r["k"]) for r in rows if r.get("k")), None)
-    return topk_column("loc", k) if k and k > 1 else None
-
-
 def ranking_column(rows: list[dict], sort_by: str = "gt_known") -> str:
     """The column checkpoints are ranked by: under "wsol" the held-out split's value (choosing
     a checkpoint by its test numbers would leak the test split), under "paper" the test's."""
-    name = (topk_loc_column(rows) or topk_column("loc", 5)) if sort_by == "topk_loc" else sort_by
-    heldout = f"{HELDOUT}{name}"
     ok = [r for r in rows if r.get("status") == "ok"]
-    if ok and all(r.get("protocol") == "wsol" and r.get(heldout) is not None for r in ok):
-        return heldout
-    return name
+    if ok and all(r.get("protocol") == "wsol" and r.get(VAL + sort_by) is not None for r in ok):
+        return VAL + sort_by
+    return TEST + sort_by
 
 
 def ranked(rows: list[dict], column: str) -> list[dict]:
@@ -197,8 +182,7 @@ def format_table(rows: list[dict], sort_by: str = "gt_known") -> str:
     if not rows:
         return "no checkpoints evaluated"
     column = ranking_column(rows, sort_by)
-    topk = topk_loc_column(rows)
-    metrics = list(TABLE_METRICS[:2]) + ([topk] if topk else []) + list(TABLE_METRICS[2:])
+    metrics = [TEST + m for m in TABLE_METRICS]
     order = ranked(rows, column)
     metrics = ([] if column in metrics else [column]) + metrics
     width = max(12, *(len(_short_name(r)) for r in order))
@@ -210,7 +194,8 @@ def format_table(rows: list[dict], sort_by: str = "gt_known") -> str:
             continue
         cells = [f"{i:>3}", _short_name(row).ljust(width), _cell(row.get("epoch"), 5)]
         cells += [_cell(row.get(m), max(9, len(m))) for m in metrics]
-        cells += [_cell(row.get("gt_known_tau"), 5), _cell(row.get("images_per_s"), 7), _cell(row.get("wall_s"), 7)]
+        cells += [_cell(row.get(TEST + "gt_known_tau"), 5), _cell(row.get("images_per_s"), 7),
+                  _cell(row.get("wall_s"), 7)]
         lines.append("  ".join(cells))
     failed = [r for r in order if r.get("status") != "ok"]
     for row in failed:
@@ -223,7 +208,7 @@ def format_table(rows: list[dict], sort_by: str = "gt_known") -> str:
     if best is not None:
         split = best.get("test_split") or "test"
         lines.append(f"best: {best['checkpoint']} ({column} {best[column]:.2f}; on {split}: gt_known "
-                     f"{best['gt_known']:.2f}, top1_loc {best['top1_loc']:.2f})")
+                     f"{best[TEST + 'gt_known']:.2f}, top1_loc {best[TEST + 'top1_loc']:.2f})")
     else:
         lines.append("best: none (no checkpoint was evaluated successfully)")
     return "\n".join(lines)

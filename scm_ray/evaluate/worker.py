@@ -31,9 +31,9 @@ from scm_ray.checkpoint import (
 )
 from scm_ray.config import EvaluateJobConfig, resolve_precision
 from scm_ray.evaluate.plots import OverlaySamples, curves_png, overlays_png
-from scm_ray.evaluate.results import HELDOUT
 from scm_ray.inference import BatchMaps, batch_maps, make_accumulator, update_accumulator
 from scm_ray.metrics import LocalizationAccumulator, LocalizationResult, MetricSet
+from scm_ray.metrics.metric_set import TEST, VAL
 
 # error_kind values. Only a defect of the checkpoint file itself is certain to repeat while the
 # file is unchanged, so only that kind is remembered between runs (see results.py). A file this
@@ -235,11 +235,11 @@ class CheckpointEvaluator:
         eval_s = time.perf_counter() - t1
         seconds = sum(r.seconds for r in runs)
         row = {"status": "ok", "error_kind": None, "error": None, "epoch": data.epoch,
-               "global_step": data.global_step, "k": test.k, **test.summary(), "load_s": load_s, "eval_s": eval_s,
+               "global_step": data.global_step, "protocol": test.protocol, "tau_source": test.tau_source,
+               "k": test.k, **test.metric_set().row(test, TEST), "load_s": load_s, "eval_s": eval_s,
                "images_per_s": sum(r.images for r in runs) / seconds if seconds > 0 else None}
         if heldout is not None:
-            row.update({f"{HELDOUT}{k}": v for k, v in heldout.summary().items()
-                        if k not in ("protocol", "tau_source")})
+            row.update(heldout.metric_set().row(heldout, VAL))
         return CheckpointReport(row, data.config, self._files(test, heldout, runs[-1].samples, info, title))
 
     def _check_fits(self, data: CheckpointData, info: dict, data_root: str) -> None:

@@ -10,22 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PROTOCOLS = ("wsol", "paper")
-# Top-k classification and localization use k = min(TOP_K, number of classes).
+# Top-k classification and localization use k = min(TOP_K, number of classes); results name
+# them topk_cls / topk_loc and carry k in a column of its own.
 TOP_K = 5
-# GT-Known / MaxBoxAcc (v1) count a box as right at IoU >= 0.5.
+# GT-Known (MaxBoxAcc v1 is the same number, so it has no column) counts a box as right at IoU >= 0.5.
 GT_KNOWN_IOU = 0.5
-# Metrics read at a tau of their own, in table order (Top-k Loc's name carries k).
-TAU_METRICS = ("gt_known", "top1_loc", "topk_loc", "maxboxacc")
+# Metrics read at a tau of their own, in table order.
+TAU_METRICS = ("gt_known", "top1_loc", "topk_loc")
+# Metric columns of every results file carry the role of the split they were measured on:
+VAL = "val/"  # the split checkpoints and tau are chosen on (training's validation, evaluation's held-out split)
+TEST = "test/"  # the split an evaluation reports (its tau comes from val/ under "wsol")
 
 
 def top_k(num_classes: int) -> int:
     """The k of Top-k metrics for a dataset of `num_classes` classes."""
     return min(TOP_K, num_classes)
-
-
-def topk_column(kind: str, k: int) -> str:
-    """Top-k Cls / Loc's column ("cls" or "loc"): top5_loc for k = 5."""
-    return f"top{k}_{kind}"
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,8 @@ class MetricSet:
         return self.protocol == "paper"
 
     # ------------------------------------------------------------------------------ names
-    @property
-    def topk_cls(self) -> str:
-        return topk_column("cls", self.k)
-
-    @property
-    def topk_loc(self) -> str:
-        return topk_column("loc", self.k)
-
-    def column(self, metric: str) -> str:
-        """The column of a metric by its role ("topk_loc" -> "top5_loc"; others unchanged)."""
-        return {"topk_loc": self.topk_loc, "topk_cls": self.topk_cls}.get(metric, metric)
-
-    def v2_column(self, iou: float) -> str:
+    @staticmethod
+    def v2_column(iou: float) -> str:
         return f"maxboxacc_v2_iou{round(iou * 100)}"
 
     @staticmethod
@@ -75,41 +63,36 @@ class MetricSet:
         return f"{column}_tau"
 
     def values(self) -> list[str]:
-        """Value columns (percent, except n_images), in table order."""
-        return (["n_images", "top1_cls", self.topk_cls]
-                + [self.column(m) for m in TAU_METRICS]
-                + ["maxboxacc_v2"] + [self.v2_column(iou) for iou in self.iou_thresholds])
+        """Value columns (percent, except num_images), in table order."""
+        return (["num_images", "top1_cls", "topk_cls", *TAU_METRICS, "maxboxacc_v2"]
+                + [self.v2_column(iou) for iou in self.iou_thresholds])
 
     def taus(self) -> list[str]:
         """The tau column of each metric read at a tau of its own."""
-        return ([self.tau_column(self.column(m)) for m in TAU_METRICS]
+        return ([self.tau_column(m) for m in TAU_METRICS]
                 + [self.tau_column(self.v2_column(iou)) for iou in self.iou_thresholds])
 
-    def columns(self) -> list[str]:
-        """Every numeric column a result row holds."""
-        return self.values() + self.taus()
+    def columns(self, prefix: str = "") -> list[str]:
+        """Every metric column one split's result fills, under a split prefix (VAL, TEST)."""
+        return [prefix + c for c in self.values() + self.taus()]
 
-    def row(self, result) -> dict:
-        """A LocalizationResult as one flat row, in these names (curves left out)."""
-        out = {"protocol": result.protocol, "tau_source": result.tau_source, "n_images": result.n_images,
-               "top1_cls": result.top1_cls, self.topk_cls: result.topk_cls,
+    def row(self, result, prefix: str = "") -> dict:
+        """A LocalizationResult as the columns `columns(prefix)` names (curves left out)."""
+        out = {"num_images": result.n_images, "top1_cls": result.top1_cls, "topk_cls": result.topk_cls,
                "maxboxacc_v2": result.maxboxacc_v2}
         for name in TAU_METRICS:
-            metric, column = getattr(result, name), self.column(name)
-            out[column] = metric.value
-            out[self.tau_column(column)] = metric.tau
+            metric = getattr(result, name)
+            out[name], out[self.tau_column(name)] = metric.value, metric.tau
         for iou, metric in result.v2_per_iou.items():
-            out[self.v2_column(iou)] = metric.value
-            out[self.tau_column(self.v2_column(iou))] = metric.tau
-        return out
+            out[self.v2_column(iou)], out[self.tau_column(self.v2_column(iou))] = metric.value, metric.tau
+        return {prefix + c: out[c] for c in self.values() + self.taus()}
 
     # ---------------------------------------------------------------- per-epoch validation
-    def epoch_columns(self, prefix: str) -> list[str]:
+    def epoch_columns(self, prefix: str = VAL) -> list[str]:
         """The keys per-epoch validation reports (training's metrics.parquet, Tune's objective):
-        every column under `prefix`, and num_images (n_images under its earlier name)."""
-        return [prefix + c for c in self.columns()] + [prefix + "num_images"]
+        the split's metric columns and k."""
+        return self.columns(prefix) + ["k"]
 
-    def epoch_row(self, result, prefix: str) -> dict:
+    def epoch_row(self, result, prefix: str = VAL) -> dict:
         """A validation result as the keys `epoch_columns` names."""
-        row = self.row(result)
-        return {**{prefix + c: row[c] for c in self.columns()}, prefix + "num_images": result.n_images}
+        return {**self.row(result, prefix), "k": result.k}

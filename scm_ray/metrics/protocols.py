@@ -58,9 +58,9 @@ class LocalizationResult:
     thresholds: np.ndarray = field(repr=False)
     curves: dict[str, np.ndarray] = field(repr=False)
 
-    def summary(self) -> dict[str, float | str | None]:
+    def summary(self, prefix: str = "") -> dict[str, float | int | None]:
         """Flat, JSON-friendly numbers (curves left out), named by the metric set."""
-        return self.metric_set().row(self)
+        return self.metric_set().row(self, prefix)
 
     def metric_set(self) -> MetricSet:
         return MetricSet(self.protocol, tuple(self.v2_per_iou), self.k)

@@ -67,9 +67,22 @@ class Tracker:
             self.mlflow.end_run(status=status)
 
 
+def create_mlflow_experiment(uri: str, name: str) -> None:
+    """Create the store and the experiment once, up front: a search's trials would otherwise
+    race to create both in one SQLite file."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(name)
+
+
 def _start_mlflow(cfg: TrainJobConfig, run_dir: str):
-    """An MLflow run named after the run folder (experiment: the storage folder's name), its
-    params the resolved config, flattened; a resumed run continues the same MLflow run."""
+    """An MLflow run named after the run folder (experiment: train.mlflow_experiment, else the
+    storage folder's name), its params the resolved config, flattened; a resumed run continues
+    the same MLflow run."""
     import logging
 
     import mlflow
@@ -77,7 +90,7 @@ def _start_mlflow(cfg: TrainJobConfig, run_dir: str):
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines on every new experiment
     storage, name = run_dir.rstrip("/").rsplit("/", 1)
     mlflow.set_tracking_uri(mlflow_uri(cfg, storage))
-    mlflow.set_experiment(Path(storage).name or "scm-ray")
+    mlflow.set_experiment(cfg.train.mlflow_experiment or Path(storage).name or "scm-ray")
     found = mlflow.search_runs(filter_string=f"tags.mlflow.runName = '{name}'", output_format="list")
     if found:
         mlflow.start_run(run_id=found[0].info.run_id)

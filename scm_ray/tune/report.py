@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from scm_ray.config import dump_yaml
 from scm_ray.tune.config import TuneJobConfig
 from scm_ray.storage import filesystem
@@ -88,10 +90,15 @@ def trial_row(cfg: TuneJobConfig, trial_id: str, sample: dict, history: list[dic
            f"final/{metric}": _number(last.get(metric)), "error": error, "run_dir": run_dir,
            "config": json.dumps(sample, sort_keys=True)}
     row.update({f"config/{name}": value for name, value in sample.items()})
-    row.update({f"final/{k}": _number(v) for k, v in sorted(last.items())
-                if k not in _TUNE_KEYS and k != metric and isinstance(v, (int, float))
-                and not isinstance(v, bool)})
+    # the last epoch's other numbers; its epoch is epochs_run; counts stay integers
+    row.update({f"final/{k}": _integer_or_float(v) for k, v in sorted(last.items())
+                if k not in _TUNE_KEYS and k not in (metric, "epoch") and isinstance(v, (int, float, np.number))
+                and not isinstance(v, (bool, np.bool_))})
     return row
+
+
+def _integer_or_float(value) -> int | float:
+    return int(value) if isinstance(value, (int, np.integer)) else float(value)
 
 
 def rank(rows: list[dict], metric: str, mode: str) -> list[dict]:

@@ -54,11 +54,19 @@ def experiment_location(cfg: TuneJobConfig, default_name: str) -> tuple[str, str
     return run_location(cfg.search.storage_path or cfg.ray.storage_path, cfg.search.name, default_name)
 
 
-def trial_run_config(base: dict, sample: dict, runs_root: str, trial_id: str) -> TrainJobConfig:
-    """The training config of one trial: its run goes to <runs_root>/<trial_id>."""
+def trial_run_config(base: dict, sample: dict, plan: dict, trial_id: str) -> TrainJobConfig:
+    """The training config of one trial: its run goes to <runs_root>/<trial_id>; with MLflow
+    tracking, every trial of a search is a run of one experiment named after the search, in
+    the store `scm-ray train` uses for the search's storage folder."""
+    from scm_ray.train.tracking import mlflow_uri
+
     cfg = trial_config(base, sample)
-    ray_cfg = dataclasses.replace(cfg.ray, storage_path=runs_root, name=trial_id)
-    return dataclasses.replace(cfg, ray=ray_cfg)
+    ray_cfg = dataclasses.replace(cfg.ray, storage_path=plan["runs_root"], name=trial_id)
+    train_cfg = cfg.train
+    if "mlflow" in train_cfg.tracking:
+        train_cfg = dataclasses.replace(train_cfg, mlflow_experiment=train_cfg.mlflow_experiment or plan["name"],
+                                        mlflow_uri=mlflow_uri(cfg, plan["storage"]))
+    return dataclasses.replace(cfg, ray=ray_cfg, train=train_cfg)
 
 
 def run_trial(config: dict, plan: dict) -> None:
@@ -70,7 +78,7 @@ def run_trial(config: dict, plan: dict) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     runs_root = plan["runs_root"]
-    cfg = trial_run_config(plan["base"], config, runs_root, trial_id)
+    cfg = trial_run_config(plan["base"], config, plan, trial_id)
     run_dir = f"{runs_root}/{trial_id}"
     check_resumable(cfg, run_dir)  # the search-level check covers this; a trial never mixes
     trainer = build_trainer(cfg, runs_root, trial_id, run_dir, extra_callbacks=[TuneReportCallback()],
@@ -241,7 +249,8 @@ def concurrency(cfg: TuneJobConfig, resources: dict, embedded: bool) -> tuple[in
 def _trainable(plan: SearchPlan):
     from ray import tune
 
-    plan_dict = {"runs_root": plan.runs_root, "base": plan.base, "loopback": plan.loopback}
+    plan_dict = {"runs_root": plan.runs_root, "base": plan.base, "loopback": plan.loopback,
+                 "name": plan.name, "storage": plan.storage}
     # No CPU for the trial actor (its TorchTrainer reserves the workers'). Tune refuses a trial
     # that reserves nothing at all, hence one byte of memory.
     return tune.with_resources(tune.with_parameters(run_trial, plan=plan_dict), {"cpu": 0, "memory": 1})
@@ -332,6 +341,10 @@ def run_search(cfg: TuneJobConfig, default_name: str = "tune"):
     print(f"[scm-ray] experiment folder: {plan.experiment}", flush=True)
     if not (cfg.search.resume and tune.Tuner.can_restore(plan.experiment)):
         record_settings(cfg, plan.experiment)
+    if "mlflow" in cfg.train.tracking:
+        from scm_ray.train.tracking import create_mlflow_experiment, mlflow_uri
+
+        create_mlflow_experiment(mlflow_uri(cfg, plan.storage), cfg.train.mlflow_experiment or plan.name)
     start = time.perf_counter()
     results = build_tuner(cfg, plan).fit()
     return summarise(cfg, plan.experiment, plan.runs_root, results, time.perf_counter() - start)

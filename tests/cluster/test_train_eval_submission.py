@@ -78,4 +78,4 @@ def test_submitted_evaluation_scores_every_checkpoint(job_client, trained_run, w
     names = {Path(str(r["checkpoint"])).name for r in rows}
     assert names == {p.name for p in _checkpoint_dirs(run_dir)}, rows
     assert all(r["status"] == "ok" for r in rows), rows
-    assert all(0 <= r["gt_known"] <= 100 for r in rows), rows
+    assert all(0 <= r["test/gt_known"] <= 100 for r in rows), rows

@@ -52,7 +52,7 @@ def test_demo_runs_end_to_end_and_ends_with_its_summary_line(tmp_path):
 
     def chosen(run):  # the demo's pick: best held-out (val) GT-Known, reported on test
         mine = [row for row in rows if row["checkpoint"].startswith(str(run))]
-        return min(mine, key=lambda row: (-row["heldout_gt_known"], row["checkpoint"]))["gt_known"]
+        return min(mine, key=lambda row: (-row["val/gt_known"], row["checkpoint"]))["test/gt_known"]
 
     assert float(match.group(1)) == pytest.approx(chosen(scm_runs[0]), abs=0.05)
     assert float(match.group(2)) == pytest.approx(chosen(plain_runs[0]), abs=0.05)

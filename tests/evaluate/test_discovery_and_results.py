@@ -88,9 +88,9 @@ def test_reuse_rule():
 
 def _row(name: str, gt: float | None, heldout: float | None, config: dict | None, status: str = "ok") -> dict:
     return {"checkpoint": f"/runs/r/{name}", "run": "r", "status": status, "protocol": "wsol", "k": 4,
-            "tau_source": "held-out", "gt_known": gt, "heldout_gt_known": heldout, "heldout_top4_loc": heldout,
-            "top1_loc": gt,
-            "top4_loc": gt, "top1_cls": 50.0, "maxboxacc": gt, "maxboxacc_v2": gt, "gt_known_tau": 0.5,
+            "tau_source": "held-out", "test/gt_known": gt, "val/gt_known": heldout, "val/topk_loc": heldout,
+            "test/top1_loc": gt, "test/topk_loc": gt, "test/top1_cls": 50.0, "test/maxboxacc_v2": gt,
+            "test/gt_known_tau": 0.5,
             "error": None if status == "ok" else "model.pt: cannot be read",
             "config_json": json.dumps(config) if config else None}
 
@@ -111,16 +111,17 @@ def test_table_varying_columns_ranking_and_round_trip(tmp_path):
     assert pq.read_table(tmp_path / "results.parquet").column_names[:4] == ["checkpoint", "run", "status", "error"]
 
     # "wsol": ranked by the held-out value, so epoch 2 wins although its test number is lower
-    assert ranking_column(rows, "gt_known") == "heldout_gt_known"
+    assert ranking_column(rows, "gt_known") == "val/gt_known"
     assert best_row(rows)["checkpoint"].endswith("0002")
     text = format_table(rows)
     lines = text.splitlines()
     assert "r/checkpoint_epoch0002" in lines[1] and "r/checkpoint_epoch0001" in lines[2]
     assert "failed  r/checkpoint_epoch0003: model.pt: cannot be read" in text
     assert lines[-1].startswith("best: /runs/r/checkpoint_epoch0002")
-    assert ranking_column(rows, "topk_loc") == "heldout_top4_loc"
+    assert ranking_column(rows, "topk_loc") == "val/topk_loc"
 
-    paper = [{**r, "protocol": "paper", "heldout_gt_known": None} for r in rows]
+    paper = [{**r, "protocol": "paper", "val/gt_known": None} for r in rows]
+    assert ranking_column(paper, "gt_known") == "test/gt_known"
     assert best_row(paper)["checkpoint"].endswith("0001")
     assert format_table([]) == "no checkpoints evaluated"
 

@@ -105,7 +105,7 @@ def reference(run_dir, dataset) -> dict[str, tuple[dict, dict]]:
             _, val_acc = evaluate_split(model, val, **kwargs)
             _, test_acc = evaluate_split(model, test, **kwargs)
             heldout = val_acc.compute("wsol")
-            out[name] = (heldout.summary(), test_acc.compute("wsol", thresholds_from=heldout).summary())
+            out[name] = (heldout.summary("val/"), test_acc.compute("wsol", thresholds_from=heldout).summary("test/"))
         return out
     finally:
         torch.set_num_threads(threads)
@@ -125,11 +125,8 @@ def _assert_matches(rows: list[dict], reference: dict) -> None:
     for name, (heldout, test) in reference.items():
         row = rows[name]
         assert row["status"] == "ok", row
-        for key, value in test.items():
+        for key, value in {**test, **heldout}.items():
             assert row[key] == value, (name, key)
-        for key, value in heldout.items():
-            if key not in ("protocol", "tau_source"):
-                assert row[f"heldout_{key}"] == value, (name, key)
 
 
 def test_three_ok_rows_identical_to_one_process_and_one_failed(first, reference, run_dir):
@@ -139,20 +136,23 @@ def test_three_ok_rows_identical_to_one_process_and_one_failed(first, reference,
     _assert_matches(rows, reference)
     bad = rows[CORRUPT]
     assert bad["status"] == "failed" and bad["error_kind"] == "checkpoint"
-    assert f"{CORRUPT}/model.pt" in bad["error"] and bad["gt_known"] is None
+    assert f"{CORRUPT}/model.pt" in bad["error"] and bad["test/gt_known"] is None
     assert outcome.evaluated == 4 and outcome.reused == 0
     assert outcome.best["checkpoint"] in {str(run_dir / n) for n in GOOD}
-    assert outcome.ranked_by == "heldout_gt_known"
-    assert outcome.best["heldout_gt_known"] == max(h["gt_known"] for h, _ in reference.values())
+    assert outcome.ranked_by == "val/gt_known"
+    assert outcome.best["val/gt_known"] == max(h["val/gt_known"] for h, _ in reference.values())
 
     import pyarrow.parquet as pq
 
+    from scm_ray.results_schema import check_columns
+
+    assert check_columns("results.parquet", pq.read_schema(outcome.results_path)) == []
     table = pq.read_table(outcome.results_path).to_pylist()
     assert sorted(Path(r["checkpoint"]).name for r in table) == sorted(GOOD + [CORRUPT])
     for name in GOOD:
         row = rows[name]
         assert row["epoch"] == int(name[-4:]) and row["run"] == "tiny" and row["attempts"] == 1
-        assert row["images_per_s"] > 0 and row["wall_s"] > 0 and row["gt_known_tau"] is not None
+        assert row["images_per_s"] > 0 and row["wall_s"] > 0 and row["test/gt_known_tau"] is not None
         for column in ("curves_png", "cams_png"):
             assert (out / row[column]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best: " + outcome.best["checkpoint"] in outcome.table
@@ -215,9 +215,9 @@ def test_paper_protocol_in_process_and_a_missing_dataset(run_dir, dataset, refer
     model = model_from_checkpoint(run_dir / GOOD[-1]).eval()
     _, acc = evaluate_split(model, eval_loader(dataset / "test.beton", BATCH, 1), torch.device("cpu"), 4,
                             protocol="paper", threshold_step=STEP, return_accumulator=True)
-    expected = acc.compute("paper").summary()
+    expected = acc.compute("paper").summary("test/")
     assert {k: report.row[k] for k in expected} == expected
-    assert "heldout_gt_known" not in report.row and set(report.files) == {"result.json"}
+    assert "val/gt_known" not in report.row and set(report.files) == {"result.json"}
 
     missing = evaluator.evaluate(str(run_dir / GOOD[0]), str(dataset / "nowhere"))
     assert missing.row["status"] == "failed" and missing.row["error_kind"] == "data"

@@ -76,7 +76,7 @@ def test_topk_logic():
     assert r.gt_known.value == 100.0  # the ground-truth map localises all three
     assert r.top1_loc.value == pytest.approx(100 / 3)
     assert r.topk_loc.value == pytest.approx(200 / 3)
-    assert r.summary()["top5_loc"] == r.topk_loc.value
+    assert r.summary()["topk_loc"] == r.topk_loc.value and r.k == 5
 
 
 def test_paper_protocol_reads_the_top1_predicted_map():
@@ -200,7 +200,7 @@ def test_metric_set_names_the_columns_results_hold():
     from scm_ray.metrics import MetricSet
 
     wsol = MetricSet.for_dataset("wsol", [0.3, 0.5, 0.7], num_classes=4)
-    assert wsol.k == 4 and wsol.topk_loc == "top4_loc" and not wsol.needs_top1_maps
+    assert wsol.k == 4 and not wsol.needs_top1_maps
     assert MetricSet.for_dataset("paper", [0.5], num_classes=200).k == 5
     assert MetricSet.for_dataset("paper", [0.5], num_classes=200).needs_top1_maps
     acc = LocalizationAccumulator.for_metrics(wsol, np.arange(0, 1, 0.25))
@@ -208,9 +208,11 @@ def test_metric_set_names_the_columns_results_hold():
     rng = np.random.default_rng(0)
     maps = rng.random((3, 8, 8))
     acc.update(np.array([0, 1, 2]), np.array([[0, 1, 2, 3]] * 3), [np.array([[1, 1, 5, 5]])] * 3, maps)
-    row = acc.compute("wsol").summary()
-    numeric = [k for k, v in row.items() if isinstance(v, (int, float))]
-    assert sorted(numeric) == sorted(wsol.columns())
-    assert sorted(wsol.epoch_columns("val/")) == sorted([f"val/{c}" for c in wsol.columns()] + ["val/num_images"])
+    result = acc.compute("wsol")
+    row = result.summary("test/")
+    assert list(row) == wsol.columns("test/") and all(k.startswith("test/") for k in row)
+    assert isinstance(row["test/num_images"], int) and row["test/num_images"] == 3
+    assert len(set(wsol.columns())) == len(wsol.columns())  # no name twice
+    assert wsol.epoch_row(result) == {**result.summary("val/"), "k": 4} and list(wsol.epoch_row(result)) == wsol.epoch_columns()
     with pytest.raises(ValueError, match="paper"):  # a "wsol" accumulator has no paper counts
         acc.compute("paper")

@@ -44,7 +44,12 @@ def test_two_workers_train_checkpoint_and_reload(local_ray, _cfg, tmp_path):
         assert key in history[-1], key
     assert (Path(outcome.run_dir) / "summary.txt").read_text().startswith("run folder")
     # the split was covered exactly once across the two ranks
-    assert history[-1]["val/num_images"] == 64
+    assert history[-1]["val/num_images"] == 64 and history[-1]["k"] == 4
+    import pyarrow.parquet as pq
+
+    from scm_ray.results_schema import check_columns
+
+    assert check_columns("metrics.parquet", pq.read_schema(Path(outcome.run_dir) / "metrics.parquet")) == []
 
     checkpoints = _checkpoints(outcome.run_dir)
     assert [c.name for c in checkpoints] == ["checkpoint_epoch0001", "checkpoint_epoch0002"]

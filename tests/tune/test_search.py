@@ -56,7 +56,8 @@ def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_r
     it meets their scores and loses: early stopping is certain, not a race."""
     overrides = tiny_search(tune_dataset, tmp_path, "tiny", GOOD + BAD,
                             "search.metric=val/top1_cls", "search.max_concurrent_trials=2",
-                            "search.scheduler.grace_period=1", "search.scheduler.reduction_factor=2")
+                            "search.scheduler.grace_period=1", "search.scheduler.reduction_factor=2",
+                            "train.tracking=[tensorboard, mlflow]")
     cfg = load_config(TuneJobConfig, SHIPPED, overrides)
     summary = run_search(cfg)
     experiment = tmp_path / "tiny"
@@ -64,6 +65,9 @@ def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_r
     assert "finished:" in printed and "optim.lr" in printed and "val/top1_cls  best (max)" in printed
     assert "Logical resource usage" not in printed and "Trial status:" not in printed
 
+    from scm_ray.results_schema import check_columns
+
+    assert check_columns("trials.parquet", pq.read_schema(experiment / "trials.parquet")) == []
     rows = pq.read_table(experiment / "trials.parquet").to_pylist()
     by_lr = {row["config/optim.lr"]: row for row in rows}
     assert sorted(by_lr) == sorted(GOOD + BAD)
@@ -74,6 +78,7 @@ def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_r
     assert summary.best["config/optim.lr"] in GOOD and rows[0]["trial_id"] == summary.best["trial_id"]
     for name in ("best.yaml", "leaderboard.txt", "objective.png"):
         assert (experiment / name).is_file(), name
+    _check_mlflow_groups_the_trials(tmp_path, "tiny", rows)
 
     # best.yaml is a training config; training it again gives the best trial's first epoch
     best = load_config(TrainJobConfig, experiment / "best.yaml",
@@ -139,3 +144,19 @@ def test_optuna_search_trains_for_real_on_uri_storage(local_ray, tune_dataset, t
     assert best.optim.lr == summary.best["config/optim.lr"]
     assert best.scm.num_blocks == summary.best["config/scm.num_blocks"]
     assert not (tmp_path / "unused").exists()
+
+
+def _check_mlflow_groups_the_trials(storage, search: str, rows: list[dict]) -> None:
+    """Every trial is an MLflow run of the experiment named after the search, in the store of
+    the search's storage folder, with its sampled lr as a param and its per-epoch metrics."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(search).experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert sorted(by_name) == sorted(row["trial_id"] for row in rows)
+    for row in rows:
+        run = by_name[row["trial_id"]]
+        assert float(run.data.params["optim.lr"]) == row["config/optim.lr"]
+        logged = client.get_metric_history(run.info.run_id, "val/top1_cls")
+        assert [m.step for m in logged] == list(range(1, row["epochs_run"] + 1))
