@@ -28,9 +28,13 @@ def connect(address: str = "", num_cpus: int | None = None) -> str:
     _loopback_only()
     # The dashboard (on 127.0.0.1 only) serves Ray's state API, which Ray Train's clean-up of
     # finished worker groups relies on; without it that actor warns every few seconds.
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=state_api_port(), _node_ip_address=LOOPBACK, log_to_driver=True,
-             configure_logging=False)
+    port = state_api_port()
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 _node_ip_address=LOOPBACK, log_to_driver=True, configure_logging=False)
+    finally:
+        if port is not None:  # Ray's processes have it; commands this process starts get their own
+            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
     _start_watchdog()
     auth = ", token auth" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
     return f"local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs{auth})"
@@ -68,19 +72,15 @@ def state_api_port() -> int | None:
     after this and inherit the variable) as RAY_API_SERVER_ADDRESS. Why: Ray Train's placement
     group cleaner asks the state API for its controller without an address, and when several
     Ray instances run on one host (other users, other jobs) Ray cannot tell which is meant and
-    the cleaner's thread dies with a traceback. None (Ray's own choice) when the variable is set."""
-    global _OWN_API_ADDRESS
-    current = os.environ.get("RAY_API_SERVER_ADDRESS")
-    if current and current != _OWN_API_ADDRESS:  # the user's (ours from an earlier session is replaced)
+    the cleaner's thread dies with a traceback. None (Ray's own choice) when the variable is set.
+    `connect` removes it again once Ray's processes have started."""
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
         return None
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    _OWN_API_ADDRESS = os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return port
-
-
-_OWN_API_ADDRESS: str | None = None
 
 
 LOOPBACK = "127.0.0.1"

@@ -15,6 +15,7 @@ from typing import Any
 # benchmark -> (module, one-line help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "step": ("scm_ray.bench.step", "training-step speed and peak memory: plain backbone vs SCM"),
+    "adb": ("scm_ray.bench.adb", "the ADB stack alone, forward + backward: fast vs dense"),
     "boxes": ("scm_ray.bench.boxes", "box extraction maps/s: reference vs fast extractor"),
     "loader": ("scm_ray.bench.loader", "loader images/s: FFCV vs torchvision ImageFolder"),
     "scale": ("scm_ray.bench.scale", "cost per image and peak memory vs N on ImageNet-shaped data"),

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from scm_ray.config import ConfigError, TrainJobConfig, to_dict
+from scm_ray.interrupts import Interrupted
 from scm_ray.tune.config import TuneJobConfig
+from scm_ray.tune.interrupt import stop_search_on_ctrl_c
 from scm_ray.storage import absolute, filesystem, run_location
 from scm_ray.paths import writable_storage
 from scm_ray.tune.space import spec_kind, trial_config
@@ -346,5 +348,8 @@ def run_search(cfg: TuneJobConfig, default_name: str = "tune"):
 
         create_mlflow_experiment(mlflow_uri(cfg, plan.storage), cfg.train.mlflow_experiment or plan.name)
     start = time.perf_counter()
-    results = build_tuner(cfg, plan).fit()
+    with stop_search_on_ctrl_c() as interrupt:
+        results = build_tuner(cfg, plan).fit()
+    if interrupt.requested:  # Tune saved its state; the tables are written when the search ends
+        raise Interrupted(f"the same command and --set search.name={plan.name} --set search.resume=true")
     return summarise(cfg, plan.experiment, plan.runs_root, results, time.perf_counter() - start)

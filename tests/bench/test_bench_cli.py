@@ -29,3 +29,13 @@ def test_bench_step_help_imports_no_other_benchmark():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--precision" in result.stdout
+
+
+def test_bench_adb_times_both_stacks_at_a_tiny_size(capsys):
+    assert main(["bench", "adb", "--batch", "2", "--channels", "4", "--grid", "5", "--iterations", "4", "2",
+                 "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:4]}
+    assert sorted(rows) == ["dense", "fast"]
+    assert all(float(ms) > 0 and float(saved) > 0 and int(ops) > 0 for ms, saved, ops in rows.values())
+    assert lines[-1].startswith("adb: fast stack ") and "x the dense one's speed" in lines[-1]

@@ -272,3 +272,44 @@ def test_actors_that_die_while_starting_are_replaced_up_to_a_cap(local_ray, tmp_
         assert row["error"].startswith("no evaluation actor left: 3 died while starting")
         assert row["error"].endswith("eval.threshold_step: must be in (0, 0.5], e.g. 0.01 or 0.001; got -1.0")
 
+
+
+def test_ctrl_c_keeps_the_rows_written_and_a_rerun_goes_on(run_dir, reference, tmp_path):
+    """SIGINT to `scm-ray evaluate` after its first row: one line saying how to continue, exit
+    130, no traceback; results.parquet keeps the rows scored so far and the same command
+    scores only the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.subprocess_env import own_ray_env
+
+    out = tmp_path / "stopped"
+    argv = [sys.executable, "-m", "scm_ray.cli", "evaluate", "--checkpoints", str(run_dir), "--out", str(out),
+            "--config", str(REPO / "jobs/configs/evaluate_synthetic.yaml"), "--num-actors", "1",
+            "--set", f"eval.threshold_step={STEP}", "--set", f"data.batch_size={BATCH}"]
+    log = tmp_path / "evaluate.log"
+    with log.open("w") as stream:
+        proc = subprocess.Popen(argv, cwd=REPO, env=own_ray_env(), stdout=stream, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "results.parquet").is_file():
+            assert proc.poll() is None, f"ended before a row was written:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text()
+    lines = [line for line in output.splitlines() if "scm-ray evaluate: interrupted; resume with the same command" in line]
+    assert code == 130 and len(lines) == 1 and "Traceback" not in output, output[-3000:]
+    kept = pq.read_table(out / "results.parquet").to_pylist()
+    assert 1 <= len(kept) < len(GOOD) + 1, "interrupted after the first row, before the last"
+
+    again = evaluate_checkpoints(str(run_dir), str(out), _cfg("ray.num_actors=1"))
+    assert again.reused == len(kept) and again.evaluated == len(GOOD) + 1 - len(kept)
+    _assert_matches(_by_name(again.rows), reference)

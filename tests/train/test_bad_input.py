@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scm_ray.cli import main
+from tests.subprocess_env import own_ray_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "jobs" / "configs" / "train_synthetic.yaml"
@@ -109,7 +110,7 @@ def test_a_damaged_file_the_driver_cannot_see_ends_the_run_at_once(synthetic_dat
 
     copy, beton = _damaged_copy(synthetic_dataset, tmp_path)
     cache = tmp_path / "cache"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = own_ray_env()
     proc = subprocess.run(
         [sys.executable, "-m", "scm_ray.cli", "train", "--config", str(TRAIN), "--set", f"data.root=file://{copy}",
          "--set", f"data.cache_dir={cache}", "--set", f"ray.storage_path={tmp_path / 'runs'}",

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.subprocess_env import own_ray_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "jobs" / "configs" / "train_synthetic.yaml"
@@ -19,7 +20,7 @@ TRAIN = REPO / "jobs" / "configs" / "train_synthetic.yaml"
 
 def _interrupt_when(argv: list[str], ready, log: Path, timeout_s: float = 600) -> tuple[int, str]:
     """Run `scm-ray ARGV`, send SIGINT to it once ready() holds, return (exit code, output)."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = own_ray_env()
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "scm_ray.cli", *argv], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -18,6 +18,7 @@ psutil = pytest.importorskip("psutil")
 pytest.importorskip("ray")
 
 from tests.cluster.local_head import LOOPBACK, listening_sockets  # noqa: E402
+from tests.subprocess_env import own_ray_env  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_embedded_ray_listens_on_loopback_and_dies_with_its_driver(synthetic_dataset, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env = own_ray_env("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     log = tmp_path / "train.log"
     run = tmp_path / "runs" / "loopback"
     with log.open("w") as out:

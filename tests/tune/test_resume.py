@@ -24,6 +24,7 @@ from scm_ray.train.history import read_history  # noqa: E402
 from scm_ray.tune.search import run_search  # noqa: E402
 
 from .conftest import SHIPPED, tiny_search  # noqa: E402
+from tests.subprocess_env import own_ray_env  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -86,7 +87,7 @@ def test_killed_search_resumes_where_it_stopped(tune_dataset, tmp_path, request)
                             f"train.epochs={EPOCHS}", "ray.num_to_keep=4", "eval.threshold_step=0.01",
                             "search.scheduler.kind=none", "search.max_concurrent_trials=1")
     experiment = tmp_path / "interrupted"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
+    env = own_ray_env()  # its own local Ray
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # save the experiment state at every step
     log = tmp_path / "search.log"
     with log.open("w") as out:
@@ -144,7 +145,7 @@ def test_search_killed_after_last_checkpoint_resumes_and_refuses_changes(tune_da
     overrides = tiny_search(tune_dataset, tmp_path, "window", [2e-3], f"train.epochs={epochs}",
                             "search.scheduler.kind=none")
     experiment = tmp_path / "window"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = own_ray_env()
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"
     log = tmp_path / "search.log"
     with log.open("w") as out:
@@ -180,3 +181,38 @@ def test_search_killed_after_last_checkpoint_resumes_and_refuses_changes(tune_da
     rows = pq.read_table(experiment / "trials.parquet").to_pylist()
     assert [(r["trial_id"], r["stop_reason"], r["epochs_run"]) for r in rows] == [(trial, "completed", epochs)]
     assert summary.best is not None and (experiment / "best.yaml").is_file()
+
+
+def test_ctrl_c_stops_the_search_with_how_to_resume(tune_dataset, tmp_path, request):
+    """Ctrl-C mid-search: Tune saves its state, the command says how to resume (one line, exit
+    130, no traceback, nothing about Tuner.restore), and that resume finishes the search."""
+    overrides = tiny_search(tune_dataset, tmp_path, "stopped", [2e-3, 1e-3], f"train.epochs={EPOCHS}",
+                            "search.scheduler.kind=none", "search.max_concurrent_trials=1")
+    experiment = tmp_path / "stopped"
+    log = tmp_path / "search.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "scm_ray.cli", "tune", "--config", str(SHIPPED),
+                                 *(f"--set={o}" for o in overrides)], cwd=REPO, env=own_ray_env(),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(_checkpointed_epoch(run) for run in (experiment / "runs").glob("*")):
+            assert proc.poll() is None, f"search exited early:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no checkpoint in time:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+    output = log.read_text()
+    lines = [line for line in output.splitlines() if "scm-ray tune: interrupted; resume with" in line]
+    assert code == 130 and len(lines) == 1, output[-3000:]
+    assert "--set search.name=stopped --set search.resume=true" in lines[0]
+    assert "Traceback" not in output and "Tuner.restore" not in output, output[-3000:]
+
+    request.getfixturevalue("local_ray")
+    summary = run_search(load_config(TuneJobConfig, SHIPPED, [*overrides, "search.resume=true"]))
+    rows = pq.read_table(experiment / "trials.parquet").to_pylist()
+    assert len(rows) == 2 and all(r["stop_reason"] == "completed" and r["epochs_run"] == EPOCHS for r in rows)
+    assert summary.best is not None
