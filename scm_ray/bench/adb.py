@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'stack':<8}{'ms':>10}{'saved MiB':>12}{'ops':>8}")
     for name in IMPLEMENTATIONS:
         saved, ops = saved_bytes_and_ops(stacks[name], semantic, attention)
-        print(f"{name:<8}{1000 * min(times[name]):>10.1f}{saved / MIB:>12.1f}{ops:>8}")
+        print(f"{name:<8}{1000 * min(times[name]):>10.1f}{saved / MIB:>12.2f}{ops:>8}")
     ratio = min(times["dense"]) / min(times["fast"])
     print(f"adb: fast stack {ratio:.2f}x the dense one's speed ({1000 * min(times['fast']):.1f} ms vs "
           f"{1000 * min(times['dense']):.1f} ms)")

@@ -32,7 +32,7 @@ def test_bench_step_help_imports_no_other_benchmark():
 
 
 def test_bench_adb_times_both_stacks_at_a_tiny_size(capsys):
-    assert main(["bench", "adb", "--batch", "2", "--channels", "4", "--grid", "5", "--iterations", "4", "2",
+    assert main(["bench", "adb", "--batch", "2", "--channels", "8", "--grid", "7", "--iterations", "4", "2",
                  "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:4]}
