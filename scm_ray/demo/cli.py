@@ -19,6 +19,8 @@ from pathlib import Path
 
 from scm_ray.config import TrainJobConfig, load_config
 
+SUMMARY_FILE = "summary.txt"  # in the demo's folder: the results table and the demo line
+
 # (label, run-name prefix, ADB count): the paper's model, then the same model and recipe without
 # the SCM, so the comparison isolates the SCM.
 ARMS = (("SCM (4 ADBs)", "demo", 4), ("no SCM (0 ADBs)", "demo-no-scm", 0))
@@ -74,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
     print(report.table)
     for arm, run_dir in runs.items():
         print(f"[demo] run folder ({arm}): {run_dir}")
-    print(f"[demo] results, CAM overlays and curves: {out / 'results'}")
+    print(f"[demo] results, CAM overlays and curves: {out / 'results'}; this summary: {out / SUMMARY_FILE}")
     scm, base = report.gt_known[ARMS[0][0]], report.gt_known[ARMS[1][0]]
-    print(f"demo: GT-Known {scm:.1f}% (no SCM {base:.1f}%, centre box {report.centre_box:.1f}%, "
-          f"whole image {report.whole_image:.1f}%) in {time.perf_counter() - start:.0f} s")
+    line = (f"demo: GT-Known {scm:.1f}% (no SCM {base:.1f}%, centre box {report.centre_box:.1f}%, "
+            f"whole image {report.whole_image:.1f}%) in {time.perf_counter() - start:.0f} s")
+    (out / SUMMARY_FILE).write_text(f"{report.table}\n{line}\n")
+    print(line)
     return 0

@@ -169,8 +169,15 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
     state = build_state(cfg, ctx.device, steps)
     restore_state(state, ctx)
     train_data.set_epoch(state.epoch)  # a resumed run sees the epoch's own shuffle and crops
-    ddp = wrap_ddp(state.model, ctx.device, ctx.world_size, find_unused=cfg.scm.start_epoch > 0)
-    step_fn = torch.compile(ddp) if cfg.train.compile else ddp
+    def wrapped(find_unused: bool):
+        ddp = wrap_ddp(state.model, ctx.device, ctx.world_size, find_unused)
+        return torch.compile(ddp) if cfg.train.compile else ddp
+
+    # DDP looks for unused parameters only while the SCM's are unused (its warm-up epochs, see
+    # scm.start_epoch): looking afterwards costs a graph traversal per step and warns on every rank.
+    has_scm = state.model.scm is not None
+    first_epoch = state.epoch
+    step_fn = wrapped(find_unused=has_scm and first_epoch < cfg.scm.start_epoch)
     settings = StepSettings(ctx.device, use_bf16(cfg.train.precision, ctx.device), cfg.optim.grad_clip,
                             steps, ctx.rank, cfg.train.log_every_steps,
                             skipped_steps_limit(cfg.train.max_skipped_steps, steps))
@@ -180,6 +187,8 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
     status = "FAILED"
     try:
         for epoch in range(state.epoch, cfg.train.epochs):
+            if has_scm and epoch == cfg.scm.start_epoch > first_epoch:
+                step_fn = wrapped(find_unused=False)
             metrics = run_epoch(cfg, state, step_fn, train_data, val_data, settings, guard, tracker,
                                 ctx.world_size, epoch, before_step)
             state.epoch = epoch + 1

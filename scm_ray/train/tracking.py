@@ -11,7 +11,9 @@ from pathlib import Path
 from scm_ray.config import TrainJobConfig, flatten, to_dict
 from scm_ray.storage import filesystem, is_uri
 
-TENSORBOARD_DIR = "tensorboard"
+# Per-step scalars go to this subfolder of the run folder: a TensorBoard run of its own, since
+# their x-axis is the optimizer step while the run folder's own scalars are per epoch.
+STEPS_DIR = "steps"
 CURVES_FILE = "curves.png"
 # Validation curves drawn in curves.png, each with its own line style.
 CURVE_METRICS = (("val/gt_known", "GT-Known", "-"), ("val/top1_loc", "Top-1 Loc", "--"),
@@ -38,14 +40,15 @@ class Tracker:
         self.metric = cfg.ray.checkpoint_metric
         self.mode = cfg.ray.checkpoint_mode
         local = run_dir if not is_uri(run_dir) else str(Path.home() / ".cache" / "scm-ray" / "tensorboard")
-        self.writer = SummaryWriter(log_dir=f"{local}/{TENSORBOARD_DIR}")
+        self.writer = SummaryWriter(log_dir=local)  # `tensorboard --logdir <storage>` lists runs by name
+        self.steps = SummaryWriter(log_dir=f"{local}/{STEPS_DIR}")
         self.mlflow = None
         if "mlflow" in cfg.train.tracking:
             self.mlflow = _start_mlflow(cfg, run_dir)
 
     def step(self, global_step: int, loss: float, lr: float) -> None:
-        self.writer.add_scalar("step/train_loss", loss, global_step)
-        self.writer.add_scalar("step/lr", lr, global_step)
+        self.steps.add_scalar("step/train_loss", loss, global_step)
+        self.steps.add_scalar("step/lr", lr, global_step)
 
     def epoch(self, history: list[dict]) -> None:
         """The newest epoch's scalars, and curves.png redrawn from every epoch so far."""
@@ -55,6 +58,7 @@ class Tracker:
         for key, value in numbers.items():
             self.writer.add_scalar(key, value, int(row["epoch"]))
         self.writer.flush()
+        self.steps.flush()
         if self.mlflow is not None:
             self.mlflow.log_metrics(numbers, step=int(row["epoch"]))
         fs, path = filesystem(self.run_dir)
@@ -63,6 +67,7 @@ class Tracker:
 
     def close(self, status: str = "FINISHED") -> None:
         self.writer.close()
+        self.steps.close()
         if self.mlflow is not None:
             self.mlflow.end_run(status=status)
 

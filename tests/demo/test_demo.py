@@ -35,9 +35,12 @@ def test_demo_runs_end_to_end_and_ends_with_its_summary_line(tmp_path):
     match = LAST_LINE.fullmatch(lines[-1])
     assert match, f"last line is not the summary: {lines[-1]!r}"
     assert all(0.0 <= float(v) <= 100.0 for v in match.groups())
+    assert (out / "summary.txt").read_text().splitlines()[-1] == lines[-1]  # kept beside the results
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5"):
         assert f"[demo] {step}" in proc.stdout
     assert "[scm-ray] epoch 1 step 2/4 | loss" in output  # in-epoch progress from rank 0
+    # DDP looked for unused parameters during the warm-up epoch only (else it warns on every rank)
+    assert "find_unused_parameters" not in output and "Traceback" not in output
 
     # both models were trained and every checkpoint each run kept was evaluated, with its pictures
     rows = pq.read_table(out / "results" / "results.parquet").to_pylist()

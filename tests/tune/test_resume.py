@@ -186,7 +186,7 @@ def test_search_killed_after_last_checkpoint_resumes_and_refuses_changes(tune_da
 def test_ctrl_c_stops_the_search_with_how_to_resume(tune_dataset, tmp_path, request):
     """Ctrl-C mid-search: Tune saves its state, the command says how to resume (one line, exit
     130, no traceback, nothing about Tuner.restore), and that resume finishes the search."""
-    overrides = tiny_search(tune_dataset, tmp_path, "stopped", [2e-3, 1e-3], f"train.epochs={EPOCHS}",
+    overrides = tiny_search(tune_dataset, tmp_path, "stopped", [2e-3, 1e-3], "train.epochs=2",
                             "search.scheduler.kind=none", "search.max_concurrent_trials=1")
     experiment = tmp_path / "stopped"
     log = tmp_path / "search.log"
@@ -214,5 +214,5 @@ def test_ctrl_c_stops_the_search_with_how_to_resume(tune_dataset, tmp_path, requ
     request.getfixturevalue("local_ray")
     summary = run_search(load_config(TuneJobConfig, SHIPPED, [*overrides, "search.resume=true"]))
     rows = pq.read_table(experiment / "trials.parquet").to_pylist()
-    assert len(rows) == 2 and all(r["stop_reason"] == "completed" and r["epochs_run"] == EPOCHS for r in rows)
+    assert len(rows) == 2 and all(r["stop_reason"] == "completed" and r["epochs_run"] == 2 for r in rows)
     assert summary.best is not None
