@@ -252,3 +252,15 @@ def test_bad_numbers_and_names_exit_2_naming_the_field(capsys, command, config, 
     err = capsys.readouterr().err
     assert message in err and f"(from --set {override})" in err and "Traceback" not in err
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_a_run_shorter_than_the_scm_warm_up_loads_and_is_flagged():
+    """A smoke run of a warm-up recipe (scm.start_epoch 2, train.epochs 1) is allowed: the
+    command says the SCM stays off (a search refuses such trials: tests/tune/test_space.py)."""
+    from scm_ray.config import TrainJobConfig, load_config
+
+    shipped = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "train_synthetic.yaml"
+    short = load_config(TrainJobConfig, shipped, ["train.epochs=1"])
+    assert short.scm.start_epoch == 2 and short.scm_never_active()
+    assert not load_config(TrainJobConfig, shipped, ["train.epochs=3"]).scm_never_active()
+    assert not load_config(TrainJobConfig, shipped, ["train.epochs=1", "scm.num_blocks=0"]).scm_never_active()

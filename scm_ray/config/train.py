@@ -135,8 +135,9 @@ class TrainJobConfig:
             "data.crop_size",
             f"must equal model.img_size={self.model.img_size}, got {self.data.crop_size}",
         )
-        check(
-            self.scm.start_epoch < self.train.epochs or self.scm.num_blocks == 0,
-            "scm.start_epoch",
-            f"must be < train.epochs={self.train.epochs} (else the SCM never trains)",
-        )
+        # scm.start_epoch >= train.epochs is allowed (a short smoke run of a warm-up recipe): the
+        # driver says the SCM stays off; a search refuses such trials (tune/space.py).
+
+    def scm_never_active(self) -> bool:
+        """Whether the model has ADBs but the run ends before scm.start_epoch switches them on."""
+        return self.scm.num_blocks > 0 and self.scm.start_epoch >= self.train.epochs

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainJobConfig, args.config, args.overrides)  # fails before Ray starts
+    if cfg.scm_never_active():
+        print(f"[scm-ray] note: scm.start_epoch={cfg.scm.start_epoch} >= train.epochs={cfg.train.epochs}: "
+              "the SCM stays off for this whole run", flush=True)
     from scm_ray.train.trainer import run_training
 
     outcome = run_training(cfg, default_name=Path(args.config).stem)

@@ -132,8 +132,13 @@ def trial_dict(base: dict, sample: dict) -> dict:
 
 
 def trial_config(base: dict, sample: dict) -> TrainJobConfig:
-    """trial_dict, validated as a TrainJobConfig."""
-    return from_dict(TrainJobConfig, trial_dict(base, sample))
+    """trial_dict, validated as a TrainJobConfig; a trial whose SCM would never switch on
+    (scm.start_epoch >= train.epochs) is refused: it would search nothing about the SCM."""
+    cfg = from_dict(TrainJobConfig, trial_dict(base, sample))
+    if cfg.scm_never_active():
+        raise ConfigError("scm.start_epoch", f"must be < train.epochs={cfg.train.epochs} in a trial "
+                                             "(else the SCM never trains)")
+    return cfg
 
 
 def check_space(space: dict, base: dict, searcher: str) -> None:
