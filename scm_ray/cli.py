@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command -> (module, one-line help)
@@ -38,8 +39,13 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
     return parser, module
 
 
+DEBUG_FLAG = "--debug"  # anywhere on the command line (or SCM_RAY_DEBUG=1): full tracebacks
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get("SCM_RAY_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
     parser, module = build_parser(argv)
     args = parser.parse_args(argv)
     if module is None:
@@ -51,12 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except ConfigError as exc:
+        if debug:
+            raise
         print(f"scm-ray {args.command}: config error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        if debug:
+            raise
         hint = exc.hint if isinstance(exc, Interrupted) else "the same command"
         print(f"\nscm-ray {args.command}: interrupted; resume with {hint}", file=sys.stderr, flush=True)
         return EXIT_CODE
+    except Exception as exc:  # a failure no command expected: one paragraph, the traceback on --debug
+        if debug:
+            raise
+        print(f"scm-ray {args.command}: error: {type(exc).__name__}: {exc}\n(run again with {DEBUG_FLAG} "
+              "for the traceback)", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":
