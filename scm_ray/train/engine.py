@@ -99,10 +99,11 @@ class StepSettings:
 
 
 def skipped_steps_limit(configured: int, steps_per_epoch: int) -> int:
-    """train.max_skipped_steps, or (0) max(10, 5% of an epoch's steps) but never a whole
-    epoch: a run that cannot take a step for that long has diverged (a short run included,
-    e.g. optim.lr=10 at 8 steps an epoch), while a rare bad batch never ends a run."""
-    return configured or min(max(10, math.ceil(0.05 * steps_per_epoch)), max(steps_per_epoch - 1, 0))
+    """train.max_skipped_steps, or (0) max(10, 5% of an epoch's steps) but at most half an
+    epoch: a run that cannot take a step for that long has diverged (a short run included: 8
+    steps an epoch would otherwise never reach 10 in a row before its weights break validation),
+    while a rare bad batch never ends a run."""
+    return configured or min(max(10, math.ceil(0.05 * steps_per_epoch)), steps_per_epoch // 2)
 
 
 class FiniteUpdates:

@@ -61,7 +61,7 @@ def test_too_many_failed_steps_in_a_row_end_the_run():
 
 def test_default_limit_is_a_small_fraction_of_an_epoch():
     assert skipped_steps_limit(0, 80) == 10  # at least 10
-    assert skipped_steps_limit(0, 8) == 7  # but a whole epoch skipped always ends the run
+    assert skipped_steps_limit(0, 8) == 4  # but never more than half an epoch
     assert skipped_steps_limit(0, 1) == 0
     assert skipped_steps_limit(0, 5000) == 250  # 5% of a long epoch
     assert skipped_steps_limit(7, 5000) == 7  # as configured
