@@ -183,9 +183,9 @@ def test_search_killed_after_last_checkpoint_resumes_and_refuses_changes(tune_da
     assert summary.best is not None and (experiment / "best.yaml").is_file()
 
 
-def test_ctrl_c_stops_the_search_with_how_to_resume(tune_dataset, tmp_path, request):
+def test_ctrl_c_stops_the_search_with_how_to_resume(tune_dataset, tmp_path):
     """Ctrl-C mid-search: Tune saves its state, the command says how to resume (one line, exit
-    130, no traceback, nothing about Tuner.restore), and that resume finishes the search."""
+    130, no traceback, nothing about Tuner.restore)."""
     overrides = tiny_search(tune_dataset, tmp_path, "stopped", [2e-3, 1e-3], "train.epochs=2",
                             "search.scheduler.kind=none", "search.max_concurrent_trials=1")
     experiment = tmp_path / "stopped"
@@ -211,8 +211,9 @@ def test_ctrl_c_stops_the_search_with_how_to_resume(tune_dataset, tmp_path, requ
     assert "--set search.name=stopped --set search.resume=true" in lines[0]
     assert "Traceback" not in output and "Tuner.restore" not in output, output[-3000:]
 
-    request.getfixturevalue("local_ray")
-    summary = run_search(load_config(TuneJobConfig, SHIPPED, [*overrides, "search.resume=true"]))
-    rows = pq.read_table(experiment / "trials.parquet").to_pylist()
-    assert len(rows) == 2 and all(r["stop_reason"] == "completed" and r["epochs_run"] == 2 for r in rows)
-    assert summary.best is not None
+    # Tune saved the experiment as it stopped, with the trial that was training in it: what
+    # `search.resume=true` restores (the resume itself: the killed-driver tests above)
+    from ray import tune
+
+    assert tune.Tuner.can_restore(str(experiment))
+    assert any(_checkpointed_epoch(experiment / "runs" / trial) for trial in _statuses(experiment))

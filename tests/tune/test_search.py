@@ -158,5 +158,8 @@ def _check_mlflow_groups_the_trials(storage, search: str, rows: list[dict]) -> N
     for row in rows:
         run = by_name[row["trial_id"]]
         assert float(run.data.params["optim.lr"]) == row["config/optim.lr"]
-        logged = client.get_metric_history(run.info.run_id, "val/top1_cls")
-        assert [m.step for m in logged] == list(range(1, row["epochs_run"] + 1))
+        logged = [m.step for m in client.get_metric_history(run.info.run_id, "val/top1_cls")]
+        # an early-stopped trial may finish the epoch it was in before ASHA's stop reaches it:
+        # MLflow then has that epoch too, trials.parquet counts the epochs Tune received
+        assert logged[:row["epochs_run"]] == list(range(1, row["epochs_run"] + 1)), logged
+        assert logged == list(range(1, len(logged) + 1)) and len(logged) <= 2
