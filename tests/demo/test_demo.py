@@ -40,7 +40,7 @@ def test_demo_runs_end_to_end_and_ends_with_its_summary_line(tmp_path):
         assert f"[demo] {step}" in proc.stdout
     assert "[scm-ray] epoch 1 step 2/4 | loss" in output  # in-epoch progress from rank 0
     # DDP looked for unused parameters during the warm-up epoch only (else it warns on every rank)
-    assert "find_unused_parameters" not in output and "Traceback" not in output
+    assert "find_unused_parameters" not in output and "Traceback" not in output and "ERROR" not in output
 
     # both models were trained and every checkpoint each run kept was evaluated, with its pictures
     rows = pq.read_table(out / "results" / "results.parquet").to_pylist()
