@@ -33,6 +33,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 
 from scm_ray.data.images import read_rgb
+from scm_ray.data.numba_cache import cache_typed_dict
 from scm_ray.data.preprocess import resize_image
 from scm_ray.data.records import Record, RecordTable
 
@@ -243,6 +244,7 @@ def write_split(
 ) -> dict[str, Any]:
     """Write one split to a .beton (atomically: temp file + rename); return its dataset.json
     entry."""
+    cache_typed_dict()
     from ffcv.fields import IntField, NDArrayField, RGBImageField
     from ffcv.writer import DatasetWriter
 

@@ -15,13 +15,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scm_ray.startup import StartupClock
+
+    clock = StartupClock.for_command()
+    clock.mark("imports")
     cfg = load_config(TrainJobConfig, args.config, args.overrides)  # fails before Ray starts
     if cfg.scm_never_active():
         print(f"[scm-ray] note: scm.start_epoch={cfg.scm.start_epoch} >= train.epochs={cfg.train.epochs}: "
               "the SCM stays off for this whole run", flush=True)
     from scm_ray.train.trainer import run_training
 
-    outcome = run_training(cfg, default_name=Path(args.config).stem)
+    outcome = run_training(cfg, default_name=Path(args.config).stem, startup=clock)
     if outcome.error:
         print(f"[scm-ray] training failed: {outcome.error}")
         return 1

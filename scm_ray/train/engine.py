@@ -38,6 +38,7 @@ from scm_ray.data.staging import stage_dataset
 from scm_ray.inference import evaluate_split
 from scm_ray.model import build_model, param_groups
 from scm_ray.model.wsol import join_scm_state
+from scm_ray.startup import STARTUP_FILE, StartupClock
 from scm_ray.storage import filesystem
 from scm_ray.train.history import append_history, write_text
 from scm_ray.train.schedule import build_scheduler, last_step_lr, lr_multiplier
@@ -159,12 +160,18 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return resolve_precision(precision, device.type) == "bf16"
 
 
-def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: StepHook | None = None) -> None:
-    """Train (or continue) the run in `run_dir` on this rank until cfg.train.epochs."""
+def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: StepHook | None = None,
+          startup: StartupClock | None = None) -> None:
+    """Train (or continue) the run in `run_dir` on this rank until cfg.train.epochs. `startup`
+    (the launcher's marks so far) is completed up to the first optimizer step on rank 0."""
+    first = FirstStep(startup, run_dir) if startup is not None and ctx.rank == 0 else None
+    mark = first.clock.mark if first else (lambda phase: None)
     torch.manual_seed(cfg.train.seed)  # identical init on every rank (DDP also broadcasts)
     data_root = stage_dataset(cfg.data.root, cfg.data.cache_dir or None)
     record_worker(run_dir, ctx)
+    mark("dataset")
     train_data, val_data = build_loaders(cfg, data_root, ctx)
+    mark("loaders")
     steps = len(train_data)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
@@ -180,6 +187,7 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
     has_scm = state.model.scm is not None
     first_epoch = state.epoch
     step_fn = wrapped(find_unused=has_scm and first_epoch < cfg.scm.start_epoch)
+    mark("model")
     settings = StepSettings(ctx.device, use_bf16(cfg.train.precision, ctx.device), cfg.optim.grad_clip,
                             steps, ctx.rank, cfg.train.log_every_steps,
                             skipped_steps_limit(cfg.train.max_skipped_steps, steps))
@@ -192,7 +200,8 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
             if has_scm and epoch == cfg.scm.start_epoch > first_epoch:
                 step_fn = wrapped(find_unused=False)
             metrics = run_epoch(cfg, state, step_fn, train_data, val_data, settings, guard, tracker,
-                                ctx.world_size, epoch, before_step)
+                                ctx.world_size, epoch, before_step, first)
+            first = None
             state.epoch = epoch + 1
             state.history.append(metrics)
             report_epoch(state, config, metrics, run_dir, ctx)
@@ -202,6 +211,33 @@ def train(cfg: TrainJobConfig, run_dir: str, ctx: TrainContext, before_step: Ste
     finally:
         if tracker is not None:
             tracker.close(status)
+
+
+@dataclass
+class FirstStep:
+    """Rank 0's start-up clock until the first optimizer step: then one line, and
+    startup.json in the run folder (scm_ray/startup.py). A worker group restarted after a
+    failure carries the command's marks again; its file is left as the first start wrote it."""
+
+    clock: StartupClock
+    run_dir: str
+
+    def batch(self) -> None:
+        self.clock.mark("first batch")
+
+    def step(self) -> None:
+        self.clock.mark("first step")
+        print(self.clock.line(), flush=True)
+        if not self._written_by_this_command():
+            write_text(self.run_dir, STARTUP_FILE, self.clock.to_json())
+
+    def _written_by_this_command(self) -> bool:
+        fs, path = filesystem(self.run_dir)
+        try:
+            with fs.open_input_stream(f"{path}/{STARTUP_FILE}") as f:
+                return json.loads(f.read())["origin"] == self.clock.origin
+        except (OSError, ValueError, KeyError):
+            return False
 
 
 def build_state(cfg: TrainJobConfig, device: torch.device, steps_per_epoch: int) -> TrainState:
@@ -282,12 +318,12 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, world: int, find_unus
 
 def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_data,
               settings: StepSettings, guard: FiniteUpdates, tracker: Tracker | None, world: int,
-              epoch: int, before_step: StepHook | None) -> dict:
+              epoch: int, before_step: StepHook | None, first: FirstStep | None = None) -> dict:
     """Train one epoch (0-based `epoch`), then validate; the epoch's metrics row."""
     model = state.model
     model.scm_enabled = epoch >= cfg.scm.start_epoch
     t0 = time.perf_counter()
-    totals = train_epoch(state, step_fn, train_data, settings, guard, epoch + 1, before_step, tracker)
+    totals = train_epoch(state, step_fn, train_data, settings, guard, epoch + 1, before_step, tracker, first)
     totals.seconds = time.perf_counter() - t0
     metrics = epoch_metrics(model, totals, state.scheduler, world, settings.device)
     metrics["epoch"] = epoch + 1
@@ -304,10 +340,10 @@ def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_d
 
 def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, guard: FiniteUpdates,
                 epoch: int, before_step: StepHook | None = None,
-                tracker: Tracker | None = None) -> EpochTotals:
+                tracker: Tracker | None = None, first: FirstStep | None = None) -> EpochTotals:
     """One epoch of optimizer steps on this rank (1-based `epoch`, for the progress lines).
     Rank 0 prints a progress line every `log_every` steps (a long epoch is otherwise silent)
-    and logs the step's loss and lr to its tracker.
+    and logs the step's loss and lr to its tracker; `first` times the first batch and step.
     Every rank takes the same decisions: the gradients are all-reduced and the weights equal."""
     model, optimizer = state.model, state.optimizer
     model.train()
@@ -316,6 +352,8 @@ def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, guard: Fini
     for i, (images, labels) in enumerate(loader):
         if i >= s.steps:
             break
+        if first is not None:
+            first.batch()
         if before_step is not None:
             before_step(state.global_step)
         with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=s.use_bf16):
@@ -333,6 +371,9 @@ def train_epoch(state: TrainState, step_fn, loader, s: StepSettings, guard: Fini
             print(f"[scm-ray] rank {s.rank} step {state.global_step}: the update made weights "
                   "non-finite; undone", flush=True)
         totals.skipped += not applied
+        if first is not None:
+            first.step()
+            first = None
         guard.count(applied, f"epoch {epoch} step {i + 1}")
         state.scheduler.step()
         state.global_step += 1

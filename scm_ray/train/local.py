@@ -18,6 +18,7 @@ import torch
 
 from scm_ray.checkpoint import META_FILE
 from scm_ray.config import TrainJobConfig
+from scm_ray.startup import StartupClock
 from scm_ray.train import engine
 from scm_ray.storage import filesystem
 from scm_ray.train.history import format_epoch_line
@@ -46,9 +47,10 @@ class InProcessContext:
         print(format_epoch_line(metrics, self.cfg.train.epochs, self.cfg.scm.num_blocks), flush=True)
 
 
-def train_in_process(cfg: TrainJobConfig, run_dir: str, before_step: engine.StepHook | None = None) -> None:
+def train_in_process(cfg: TrainJobConfig, run_dir: str, before_step: engine.StepHook | None = None,
+                     startup: StartupClock | None = None) -> None:
     """Run (or continue) the training of `run_dir` here; raises what the engine raises."""
-    engine.train(cfg, run_dir, InProcessContext(cfg, run_dir), before_step)
+    engine.train(cfg, run_dir, InProcessContext(cfg, run_dir), before_step, startup)
 
 
 def persist_checkpoint(source: str, run_dir: str) -> None:

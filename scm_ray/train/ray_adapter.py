@@ -17,6 +17,7 @@ import ray.train
 import ray.train.torch
 
 from scm_ray.config import TrainJobConfig, from_dict
+from scm_ray.startup import StartupClock
 from scm_ray.train import engine
 
 
@@ -51,11 +52,15 @@ class RayTrainContext:
 
 def train_worker(loop_config: dict, before_step: engine.StepHook | None = None) -> None:
     """Ray Train entry point. loop_config = {"job": <TrainJobConfig dict>, "run_dir": str}
-    (the config crosses the Ray boundary once, as a plain dict)."""
+    (the config crosses the Ray boundary once, as a plain dict), plus the driver's start-up
+    marks under "startup" (scm_ray/startup.py)."""
+    startup = StartupClock.from_dict(loop_config.get("startup"))
+    if startup is not None:
+        startup.mark("worker group")
     cfg = from_dict(TrainJobConfig, loop_config["job"])
     _quiet_report_log(cfg.ray.log_level)
     run_dir = loop_config["run_dir"]
-    engine.train(cfg, run_dir, RayTrainContext(run_dir), before_step)
+    engine.train(cfg, run_dir, RayTrainContext(run_dir), before_step, startup)
 
 
 def _quiet_report_log(level: str) -> None:

@@ -14,6 +14,7 @@ from scm_ray.config import ConfigError, TrainJobConfig, flatten, to_dict
 from scm_ray.storage import absolute, is_uri, run_location
 from scm_ray.interrupts import Interrupted
 from scm_ray.paths import writable_storage
+from scm_ray.startup import StartupClock
 
 
 @dataclass
@@ -158,11 +159,13 @@ def check_metric(cfg: TrainJobConfig, key: str, name: str) -> None:
 
 
 def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
-                  extra_callbacks: list | None = None, train_fn=None, loopback: bool = False):
+                  extra_callbacks: list | None = None, train_fn=None, loopback: bool = False,
+                  startup: StartupClock | None = None):
     """The Ray Train V2 TorchTrainer for this config. `extra_callbacks` (Ray Train user
     callbacks) join the epoch printer, e.g. Tune's report callback when a trial runs it;
     `train_fn` wraps the per-worker function (default: ray_adapter.train_worker itself); `loopback`
-    (the embedded local Ray) sets DDP up without a network listener (scm_ray/train/loopback.py)."""
+    (the embedded local Ray) sets DDP up without a network listener (scm_ray/train/loopback.py);
+    `startup` (the driver's start-up marks) travels to rank 0, which completes and prints it."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -182,7 +185,8 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
         resources["GPU"] = cfg.ray.gpus_per_worker
     return TorchTrainer(
         train_fn or train_worker,
-        train_loop_config={"job": to_dict(cfg), "run_dir": run_dir},
+        train_loop_config={"job": to_dict(cfg), "run_dir": run_dir,
+                           "startup": startup.to_dict() if startup else None},
         torch_config=torch_config(backend="nccl" if cfg.ray.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=resources),
@@ -201,23 +205,21 @@ def build_trainer(cfg: TrainJobConfig, storage: str, name: str, run_dir: str,
     )
 
 
-def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None) -> TrainingOutcome:
+def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None,
+                 startup: StartupClock | None = None) -> TrainingOutcome:
     """Validate, fit (on Ray Train, or in this process with ray.num_workers=0), and write the
     run summary. Raises ConfigError before any cluster resource is taken when the config cannot
-    work. `train_fn` replaces the Ray Train worker function (tests wrap it to inject faults)."""
-    check_model(cfg)
-    check_dataset(cfg)
-    check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
-    # workers run elsewhere (other cwd, other node): a local data.root made absolute
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)))
-    storage, name, run_dir = resolve_run_dir(cfg, default_name)
-    writable_storage("ray.storage_path", storage)
-    check_resumable(cfg, run_dir)
+    work. `train_fn` replaces the Ray Train worker function (tests wrap it to inject faults);
+    `startup` collects the time to the first optimizer step (scm_ray/startup.py)."""
+    startup = startup or StartupClock.for_command()
+    cfg, storage, name, run_dir = checked(cfg, default_name)
+    startup.mark("checks")
     if cfg.ray.num_workers == 0:
-        return _fit_in_process(cfg, run_dir)
+        return _fit_in_process(cfg, run_dir, startup)
     from scm_ray import ray_session
 
     print(f"[scm-ray] {ray_session.connect(cfg.ray.address)}", flush=True)
+    startup.mark("ray")
     problems = ray_session.check_resources(cfg.ray.num_workers, cfg.ray.cpus_per_worker,
                                            cfg.ray.gpus_per_worker, cfg.ray.use_gpu)
     if problems and ray_session.is_local_embedded(cfg.ray.address):
@@ -228,7 +230,7 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None
     start = time.perf_counter()
     try:
         result = build_trainer(cfg, storage, name, run_dir, train_fn=train_fn,
-                               loopback=ray_session.is_loopback_only()).fit()
+                               loopback=ray_session.is_loopback_only(), startup=startup).fit()
     except (KeyboardInterrupt, SystemExit):
         # Ctrl-C. During fit, Ray Train's own SIGINT handler aborts its controller and then
         # calls sys.exit: the SystemExit raised here is that (nothing else in fit exits).
@@ -245,7 +247,20 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None
     return outcome
 
 
-def _fit_in_process(cfg: TrainJobConfig, run_dir: str) -> TrainingOutcome:
+def checked(cfg: TrainJobConfig, default_name: str) -> tuple[TrainJobConfig, str, str, str]:
+    """Every check that needs no cluster; (the config the run uses: a local data.root made
+    absolute, since workers run elsewhere; storage path; run name; run folder)."""
+    check_model(cfg)
+    check_dataset(cfg)
+    check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)))
+    storage, name, run_dir = resolve_run_dir(cfg, default_name)
+    writable_storage("ray.storage_path", storage)
+    check_resumable(cfg, run_dir)
+    return cfg, storage, name, run_dir
+
+
+def _fit_in_process(cfg: TrainJobConfig, run_dir: str, startup: StartupClock) -> TrainingOutcome:
     """ray.num_workers=0: the engine in this process, no Ray imported."""
     import torch
 
@@ -257,7 +272,7 @@ def _fit_in_process(cfg: TrainJobConfig, run_dir: str) -> TrainingOutcome:
     start = time.perf_counter()
     error = None
     try:
-        train_in_process(cfg, run_dir)
+        train_in_process(cfg, run_dir, startup=startup)
     except Exception as exc:  # the epochs finished before the error still count
         error = f"{type(exc).__name__}: {exc}"
     outcome = _outcome_from_run_folder(cfg, run_dir, time.perf_counter() - start, error)

@@ -73,6 +73,9 @@ def trial_run_config(base: dict, sample: dict, plan: dict, trial_id: str) -> Tra
 
 def run_trial(config: dict, plan: dict) -> None:
     """Tune's trainable: one trial = one Ray Train run, its reports forwarded to Tune."""
+    from scm_ray.startup import StartupClock
+
+    startup = StartupClock.for_trial()
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -83,8 +86,9 @@ def run_trial(config: dict, plan: dict) -> None:
     cfg = trial_run_config(plan["base"], config, plan, trial_id)
     run_dir = f"{runs_root}/{trial_id}"
     check_resumable(cfg, run_dir)  # the search-level check covers this; a trial never mixes
+    startup.mark("trial")
     trainer = build_trainer(cfg, runs_root, trial_id, run_dir, extra_callbacks=[TuneReportCallback()],
-                            train_fn=trial_worker, loopback=plan.get("loopback", False))
+                            train_fn=trial_worker, loopback=plan.get("loopback", False), startup=startup)
     trainer.fit()  # raises when the run fails for good: Tune records the trial as errored
 
 

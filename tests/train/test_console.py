@@ -33,6 +33,17 @@ def test_normal_run_prints_no_traceback_and_no_error(local_ray, synthetic_datase
         assert noise not in out, (noise, out[-3000:])
     assert out.count("[scm-ray] epoch 1/1 |") == 1, out
     assert "local Ray (" in out
+    # the start-up breakdown: one line from rank 0, and the same phases in startup.json
+    import json
+    import re
+
+    line = re.search(r"\[scm-ray\] first optimizer step ([0-9.]+) s after the command started \((.*) s\)", out)
+    assert line and out.count("first optimizer step") == 1, out[-3000:]
+    saved = json.loads((tmp_path / "quiet" / "startup.json").read_text())
+    assert list(saved["phases_s"]) == ["imports", "checks", "ray", "worker group", "dataset", "loaders",
+                                       "model", "first batch", "first step"]
+    assert line.group(2).startswith("imports ") and abs(float(line.group(1)) - saved["total_s"]) < 0.1
+    assert abs(sum(saved["phases_s"].values()) - saved["total_s"]) < 0.01
 
 
 def test_warm_up_label_only_for_a_model_with_adbs():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -79,6 +81,10 @@ def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_r
     for name in ("best.yaml", "leaderboard.txt", "objective.png"):
         assert (experiment / name).is_file(), name
     _check_mlflow_groups_the_trials(tmp_path, "tiny", rows)
+    for row in rows:  # each trial's start-up, counted from the trial's own start
+        startup = json.loads((Path(row["run_dir"]) / "startup.json").read_text())
+        assert startup["since"] == "the trial started"
+        assert list(startup["phases_s"])[:2] == ["trial", "worker group"] and startup["total_s"] > 0
 
     # best.yaml is a training config; training it again gives the best trial's first epoch
     best = load_config(TrainJobConfig, experiment / "best.yaml",
