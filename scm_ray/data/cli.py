@@ -45,7 +45,8 @@ def _common(p: argparse.ArgumentParser, eval_default: int | None) -> None:
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="dataset folder in the source's official layout")
     p.add_argument("--verify", choices=("decode", "header"), default="decode",
-                   help="decode: decode every image at 1/8 scale (catches truncation); header: headers only")
+                   help="decode: every image decoded whole and strictly, so truncated or corrupt files are "
+                        "skipped and reported (JPEGs once, by the writer); header: headers only")
     p.add_argument("--strict", action="store_true", help="exit 1 when any record was skipped")
 
 
@@ -93,7 +94,9 @@ def _options(args: argparse.Namespace, eval_size: int) -> WriteOptions:
 def _convert(args: argparse.Namespace):
     from scm_ray.data import sources
 
-    common = dict(verify=args.verify, num_workers=args.num_workers, progress=not args.no_progress)
+    # "write": a JPEG's strict decode is the writer's own (one decode per image; images.Verify)
+    verify = "write" if args.verify == "decode" else args.verify
+    common = dict(verify=verify, num_workers=args.num_workers, progress=not args.no_progress)
     if args.source == "cub":
         return sources.convert_cub(args.root, **common)
     if args.source == "imagenet":

@@ -47,6 +47,16 @@ class WriterError(RuntimeError):
     """A split could not be written (an image failed to decode, too many boxes, ...)."""
 
 
+class UnreadableImages(WriterError):
+    """Images that failed to decode while a split was written; `failures` maps each record
+    path to why. prepare.write_prepared skips them and writes again."""
+
+    def __init__(self, split: str, out_path: Path, failures: dict[str, str]):
+        first = next(iter(failures.items()))
+        super().__init__(f"{split}: {len(failures)} images failed while writing {out_path}: {first[0]}: {first[1]}")
+        self.failures = failures
+
+
 class DataFileError(ValueError):
     """A prepared file is damaged or does not match the others (truncated .beton, counts that
     disagree): restarting cannot fix it, preparing the dataset again does."""
@@ -190,7 +200,7 @@ class SplitSource:
         return len(self.rows)
 
     def load(self, r: Record) -> tuple[np.ndarray, np.ndarray]:
-        image = read_rgb(self.root / r.path)  # (H, W, 3)
+        image = read_rgb(self.root / r.path, strict=True)  # (H, W, 3)
         if image.shape[:2] != (r.height, r.width):
             raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]}, record says {r.width}x{r.height}")
         size = stored_size(self.kind, r.width, r.height, self.max_side, self.eval_size, self.short_side)
@@ -207,7 +217,7 @@ class SplitSource:
             boxes[: len(scaled)] = scaled
         except Exception as exc:  # never raise: see the module docstring
             with open(self.error_file, "a") as f:
-                f.write(f"{r.path}: {type(exc).__name__}: {exc}\n")
+                f.write(json.dumps({"path": r.path, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
             image = np.zeros((8, 8, 3), np.uint8)
         orig = np.array([r.width, r.height], np.int32)
         return image, int(r.label), boxes, int(len(r.boxes)), orig, int(r.index)
@@ -281,10 +291,10 @@ def write_split(
     with _writer_progress(progress):
         writer.from_indexed_dataset(source, chunksize=max(1, min(100, len(rows) // workers)))
     if errors.is_file() and errors.stat().st_size:
-        failed = errors.read_text().splitlines()
+        failed = [json.loads(line) for line in errors.read_text().splitlines()]
+        errors.unlink()
         tmp.unlink(missing_ok=True)
-        raise WriterError(f"{split}: {len(failed)} images failed while writing {out_path} "
-                          f"(listed in {errors}): {failed[0]}")
+        raise UnreadableImages(split, out_path, {f["path"]: f["error"] for f in failed})
     errors.unlink(missing_ok=True)
     tmp.replace(out_path)
     sizes = np.array([stored_size(kind, r.width, r.height, max_side, eval_size, short_side) for r in rows])  # (n, 2)

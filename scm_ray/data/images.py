@@ -13,7 +13,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-Verify = Literal["header", "decode"]
+# "header": sizes only. "decode": every image decoded whole here (JPEGs at 1/8 scale, strictly).
+# "write": as "decode", except that a JPEG's strict decode is left to the .beton writer, which
+# decodes it in full anyway (ffcv_io; prepare.write_prepared then skips and reports a failure as
+# the check would have): one decode per JPEG instead of two.
+Verify = Literal["header", "decode", "write"]
 
 
 class ImageProblem(Exception):
@@ -36,13 +40,13 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
     grid, and the writer decodes it the same way.
     """
     try:
-        if verify == "decode":
+        if verify != "header":
             data = path.read_bytes()
             if data[:2] == _JPEG_MAGIC:
-                return _decode_jpeg_strictly(data)
+                return _decode_jpeg_strictly(data) if verify == "decode" else _jpeg_header_size(data)
         with Image.open(path) as im:
             width, height = im.size
-            if verify == "decode":
+            if verify != "header":
                 im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
                 im.load()
     except FileNotFoundError:
@@ -57,6 +61,16 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
 
 
 _JPEG_MAGIC = b"\xff\xd8"
+
+
+def _jpeg_header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's header (libjpeg-turbo reads it; nothing is decoded)."""
+    import simplejpeg
+
+    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    if width < 1 or height < 1:
+        raise ValueError(f"empty image {width}x{height}")
+    return width, height
 
 
 def _decode_jpeg_strictly(data: bytes) -> tuple[int, int]:
@@ -97,13 +111,33 @@ def probe_images(
         return list(tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img"))
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path, strict: bool = False) -> np.ndarray:
     """Decode an image to RGB uint8 (H, W, 3) on its stored pixel grid (no EXIF rotation, to
-    match probe_image and the dataset boxes)."""
+    match probe_image and the dataset boxes). JPEGs (but CMYK ones) are decoded by
+    libjpeg-turbo straight to RGB (simplejpeg: the same pixels as OpenCV's decode, without its
+    BGR -> RGB copy); `strict` makes a decoder warning (truncated or corrupt data) an error
+    instead of grey pixels, as the prepare-time check does."""
     data = np.fromfile(str(path), dtype=np.uint8)
+    if data[:2].tobytes() == _JPEG_MAGIC and (rgb := _decode_jpeg_rgb(data, strict)) is not None:
+        return rgb
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is not None:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3)
     # Formats OpenCV was built without (e.g. GIF) but Pillow reads, as probe_image did.
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))  # (H, W, 3)
+
+
+def _decode_jpeg_rgb(data: np.ndarray, strict: bool) -> np.ndarray | None:
+    """(H, W, 3) RGB of a JPEG, or None for a CMYK one (OpenCV's conversion is kept for those)
+    and, unless strict, for data simplejpeg refuses (OpenCV then decodes what it can)."""
+    import simplejpeg
+
+    try:
+        if simplejpeg.decode_jpeg_header(data)[2] == "CMYK":
+            return None
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=strict)  # (H, W, 3)
+    except ValueError as err:
+        if strict:
+            raise ValueError(f"corrupt or truncated JPEG data: {err}") from None
+        return None

@@ -14,6 +14,7 @@ ILSVRC's official validation set).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import xml.parsers.expat
 from dataclasses import dataclass, field
@@ -41,6 +42,20 @@ class Conversion:
     class_names: list[str]
     report: Report
     extra: dict = field(default_factory=dict)
+    # record path -> the annotation (file, line) it came from, for problems found after the
+    # conversion (a JPEG the writer cannot decode, see Verify "write"); not stored anywhere
+    where: dict[str, Where] = field(default_factory=dict)
+
+    def without(self, failures: dict[str, str], reason: str = "unreadable_image") -> Conversion:
+        """This conversion minus the records at `failures` (path -> why), each reported as a
+        skipped record under `reason`, at its annotation's file and line."""
+        kept = [r for r in self.records if r.path not in failures]
+        for r in self.records:
+            if r.path in failures:
+                file, line = self.where.get(r.path, (r.path, None))
+                self.report.add(reason, file, line, f"{r.path}: {failures[r.path]}")
+                self.report.written[r.split] -= 1
+        return dataclasses.replace(self, records=kept)
 
 
 @dataclass
@@ -103,10 +118,11 @@ def check_images(
     verify: Verify,
     num_workers: int,
     progress: bool,
-) -> list[Record]:
-    """Open every candidate's image; keep those whose image, size and boxes are all valid."""
+) -> tuple[list[Record], dict[str, Where]]:
+    """Open every candidate's image; keep those whose image, size and boxes are all valid.
+    Returns the records and, per record path, the annotation (file, line) it came from."""
     sizes = probe_images([root / c.path for c in candidates], verify, num_workers, progress=progress)
-    records = []
+    records, where = [], {}
     for cand, size in zip(candidates, sizes):
         if isinstance(size, ImageProblem):
             report.add(size.reason, *cand.where, f"{cand.path}: {size}")
@@ -130,8 +146,9 @@ def check_images(
                 report.add("box_clipped", *w, f"{cand.path}: box {list(before)} clipped to the "
                            f"{width}x{height} image: {after}", skip=False)
         records.append(Record(cand.path, cand.label, cand.split, width, height, np.array(boxes, np.float32)))
+        where[cand.path] = cand.where
         report.written[cand.split] += 1
-    return records
+    return records, where
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,8 +261,8 @@ def convert_cub(
             path=f"images/{rel}", label=label - 1, split="train" if is_train else "test", where=where,
             boxes=[box], box_where=[(str(paths["bounding_boxes.txt"]), box_line)],
         ))
-    records = check_images(candidates, root, report, verify, num_workers, progress)
-    return Conversion("cub", root, records, class_names, report)
+    records, where = check_images(candidates, root, report, verify, num_workers, progress)
+    return Conversion("cub", root, records, class_names, report, where=where)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -497,9 +514,9 @@ def convert_imagenet(
     if val_dir is not None:
         boxes_src = _val_boxes_source(root, val_dir, Path(val_boxes) if val_boxes else None)
         candidates += _imagenet_val(val_dir, root, boxes_src, wnid_index, val_split, report)
-    records = check_images(candidates, root, report, verify, num_workers, progress)
+    records, where = check_images(candidates, root, report, verify, num_workers, progress)
     return Conversion("imagenet", root, records, names, report,
-                      extra={"wnids": wnids, "class_index_source": index_source})
+                      extra={"wnids": wnids, "class_index_source": index_source}, where=where)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -634,5 +651,6 @@ def convert_wsol_metadata(
             continue
         kept.append(cand)
     names = list(class_names) if class_names is not None else [f"class_{i:03d}" for i in range(n)]
-    records = check_images(kept, root, report, verify, num_workers, progress)
-    return Conversion("wsol-metadata", root, records, names, report, extra={"metadata": str(metadata)})
+    records, where = check_images(kept, root, report, verify, num_workers, progress)
+    return Conversion("wsol-metadata", root, records, names, report, extra={"metadata": str(metadata)},
+                      where=where)

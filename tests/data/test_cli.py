@@ -49,6 +49,30 @@ def test_prepare_cub_reports_skips_and_strict(tmp_path, capsys):
     assert main(base + ["--strict"]) == 1
 
 
+def test_prepare_skips_a_truncated_jpeg_the_writer_finds_naming_its_annotation_line(tmp_path, capsys):
+    """`--verify decode` (the default) reads a JPEG's header in the check and leaves its strict
+    decode to the writer: a truncated JPEG is still skipped and reported at its images.txt line,
+    the records table and the .beton hold the rest, and the report counts it."""
+    cub = make_cub(tmp_path / "src")
+    path = cub / "images/003.Blue/img_5.jpg"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # header intact, scan data cut
+    out = tmp_path / "cub"
+    assert main(["prepare", "cub", "--root", str(cub), "--out", str(out), "--eval-size", "32",
+                 "--no-progress", "--num-workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "could not be decoded while writing" in text
+    assert "records skipped: 1 (unreadable_image 1)" in text and "records written: 4" in text
+    assert "images.txt:5: unreadable_image: images/003.Blue/img_5.jpg" in text and "JPEG" in text
+    table = RecordTable.read(out)
+    assert table.count("train") + table.count("test") == 4
+    assert "images/003.Blue/img_5.jpg" not in {r.path for s in table.splits for r in table.rows(s)}
+    assert table.meta["report"]["skipped"] == {"unreadable_image": 1}
+    info = json.loads((out / "dataset.json").read_text())
+    assert sum(s["count"] for s in info["splits"].values()) == 4
+    assert not list(out.glob("*.errors")) and not list(out.glob("*.tmp"))
+
+
 def test_prepare_missing_annotation_file_exits_1(tmp_path, capsys):
     cub = make_cub(tmp_path / "src")
     (cub / "bounding_boxes.txt").unlink()
