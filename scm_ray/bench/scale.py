@@ -37,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SIZES = (2000, 8000, 32000)
+# evaluate's batch (the evaluate config's data.batch_size default) and FFCV's buffer slots per
+# loader (batches_ahead 3 + 2): a split shorter than that never fills them.
+EVAL_BATCH, PREFETCH_SLOTS = 64, 5
 RESIZE, CROP = 256, 224  # the training loader's settings (data.resize_size, data.crop_size)
 # Stage name -> what its images are: prepare and bare count every image of the tree.
 STAGES = ("prepare", "bare", "loader", "evaluate")
@@ -315,6 +318,12 @@ def run_benchmark(sizes: list[int], work: Path, cores: int, seed: int = 0, keep:
     print(f"scale benchmark on {_machine(cores)}; every stage on {cores} processes/threads; "
           f"sizes {', '.join(map(str, sizes))} (80 % train / 20 % val)", flush=True)
     checkpoint = make_checkpoint(work / "checkpoint")
+    batches = sizes[0] // 5 // EVAL_BATCH  # the val split is a fifth of the tree
+    if batches < PREFETCH_SLOTS:
+        print(f"note: at N={sizes[0]} the val split is {batches} evaluation batches, fewer than FFCV's "
+              f"{PREFETCH_SLOTS} buffer slots: evaluate's memory there is below its steady state, so "
+              f"its growth to larger N overstates (use a smallest N of {5 * EVAL_BATCH * PREFETCH_SLOTS} "
+              "or more)", flush=True)
     results: list[StageResult] = []
     for n in sizes:
         rows, generated = run_size(n, work, checkpoint, cores, seed)

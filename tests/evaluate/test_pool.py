@@ -278,33 +278,14 @@ def test_ctrl_c_keeps_the_rows_written_and_a_rerun_goes_on(run_dir, reference, t
     """SIGINT to `scm-ray evaluate` after its first row: one line saying how to continue, exit
     130, no traceback; results.parquet keeps the rows scored so far and the same command
     scores only the rest."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.subprocess_env import own_ray_env
+    from tests.subprocess_env import interrupt_when
 
     out = tmp_path / "stopped"
-    argv = [sys.executable, "-m", "scm_ray.cli", "evaluate", "--checkpoints", str(run_dir), "--out", str(out),
-            "--config", str(REPO / "jobs/configs/evaluate_synthetic.yaml"), "--num-actors", "1",
-            "--set", f"eval.threshold_step={STEP}", "--set", f"data.batch_size={BATCH}"]
-    log = tmp_path / "evaluate.log"
-    with log.open("w") as stream:
-        proc = subprocess.Popen(argv, cwd=REPO, env=own_ray_env(), stdout=stream, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not (out / "results.parquet").is_file():
-            assert proc.poll() is None, f"ended before a row was written:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    output = log.read_text()
+    code, output = interrupt_when(
+        ["evaluate", "--checkpoints", str(run_dir), "--out", str(out), "--config",
+         str(REPO / "jobs/configs/evaluate_synthetic.yaml"), "--num-actors", "1",
+         "--set", f"eval.threshold_step={STEP}", "--set", f"data.batch_size={BATCH}"],
+        lambda: (out / "results.parquet").is_file(), tmp_path / "evaluate.log", timeout_s=300, poll_s=0.1)
     lines = [line for line in output.splitlines() if "scm-ray evaluate: interrupted; resume with the same command" in line]
     assert code == 130 and len(lines) == 1 and "Traceback" not in output, output[-3000:]
     kept = pq.read_table(out / "results.parquet").to_pylist()

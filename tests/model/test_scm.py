@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scm_ray.model import SpatialCalibration, grid_laplacian, minmax, newton_schulz_dense
-from tests.model.reference_scm import adb_stack, laplacian
+from tests.model.reference_scm import adb_stack
 
 
 @pytest.mark.parametrize("h,w", [(1, 2), (2, 2), (3, 5), (14, 14), (7, 4)])

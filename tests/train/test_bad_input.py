@@ -104,7 +104,6 @@ def test_truncated_beton_is_refused_before_ray(synthetic_dataset, tmp_path, caps
 def test_a_damaged_file_the_driver_cannot_see_ends_the_run_at_once(synthetic_dataset, tmp_path):
     """Through a URI the driver does not read the files; the workers find the damage, and the
     run ends at the first failure although ray.max_failures=-1 (retry forever)."""
-    import os
     import subprocess
     import sys
 

@@ -4,38 +4,13 @@ saying how to continue, exit 130 and no traceback; what was written before is ke
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from tests.subprocess_env import own_ray_env  # noqa: E402
+from tests.subprocess_env import interrupt_when
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "jobs" / "configs" / "train_synthetic.yaml"
-
-
-def _interrupt_when(argv: list[str], ready, log: Path, timeout_s: float = 600) -> tuple[int, str]:
-    """Run `scm-ray ARGV`, send SIGINT to it once ready() holds, return (exit code, output)."""
-    env = own_ray_env()
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "scm_ray.cli", *argv], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            assert proc.poll() is None, f"ended before the interrupt:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"never ready:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return code, log.read_text()
 
 
 def _one_interrupt_line(output: str, command: str) -> str:
@@ -48,7 +23,7 @@ def test_interrupted_prepare(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
     (out / "notes.txt").write_text("mine\n")
-    code, output = _interrupt_when(
+    code, output = interrupt_when(
         ["prepare", "synthetic", "--num-train", "20000", "--num-val", "10", "--num-test", "10",
          "--num-workers", "1", "--out", str(out)],
         lambda: any(p.suffix == ".jpg" for p in (out / "images").rglob("*.jpg")) if (out / "images").exists() else False,
@@ -62,7 +37,7 @@ def test_interrupted_prepare(tmp_path):
 @pytest.mark.ray
 def test_interrupted_train_writes_its_summary(synthetic_dataset, tmp_path):
     run = tmp_path / "runs" / "stopped"
-    code, output = _interrupt_when(
+    code, output = interrupt_when(
         ["train", "--config", str(TRAIN), "--set", f"data.root={synthetic_dataset}",
          "--set", f"ray.storage_path={tmp_path / 'runs'}", "--set", "ray.name=stopped",
          "--set", "train.epochs=50", "--set", "ray.num_workers=1", "--set", "model.depth=1",

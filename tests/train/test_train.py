@@ -5,7 +5,6 @@ nodes, with real FFCV files and real checkpoints on disk. What the engine does o
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from scm_ray.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from scm_ray.config import ConfigError, TrainJobConfig, load_config  # noqa: E402
+from scm_ray.config import ConfigError  # noqa: E402
 from scm_ray.train.history import read_history  # noqa: E402
 from scm_ray.train.trainer import run_training  # noqa: E402
 from tests.train.faults import failing_worker  # noqa: E402
