@@ -40,10 +40,15 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
     grid, and the writer decodes it the same way.
     """
     try:
-        if verify != "header":
+        if verify == "write":
+            with path.open("rb") as f:
+                head = f.read(_HEAD_BYTES)
+            if head[:2] == _JPEG_MAGIC:
+                return _jpeg_header_size(head, path)
+        elif verify == "decode":
             data = path.read_bytes()
             if data[:2] == _JPEG_MAGIC:
-                return _decode_jpeg_strictly(data) if verify == "decode" else _jpeg_header_size(data)
+                return _decode_jpeg_strictly(data)
         with Image.open(path) as im:
             width, height = im.size
             if verify != "header":
@@ -63,11 +68,21 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
 _JPEG_MAGIC = b"\xff\xd8"
 
 
-def _jpeg_header_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG's header (libjpeg-turbo reads it; nothing is decoded)."""
+# A JPEG's frame header usually sits in its first few KB (after EXIF and colour profiles).
+_HEAD_BYTES = 64 * 1024
+
+
+def _jpeg_header_size(head: bytes, path: Path) -> tuple[int, int]:
+    """(width, height) from a JPEG's header, parsed by libjpeg-turbo from the file's first
+    bytes (`head`), or from the whole file when its header lies further in; nothing is decoded."""
     import simplejpeg
 
-    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(head)
+    except ValueError:
+        if len(head) < _HEAD_BYTES:
+            raise  # the whole file was read
+        height, width, _, _ = simplejpeg.decode_jpeg_header(path.read_bytes())
     if width < 1 or height < 1:
         raise ValueError(f"empty image {width}x{height}")
     return width, height
@@ -97,18 +112,28 @@ def probe_images(
     desc: str = "checking images",
     progress: bool = True,
 ) -> list[tuple[int, int] | ImageProblem]:
-    """probe_image over many files with a thread pool (Pillow releases the GIL while decoding);
-    one result per path, in order: a size or the ImageProblem."""
+    """probe_image over many files with a thread pool (libjpeg-turbo and Pillow release the GIL
+    while decoding); one result per path, in order: a size or the ImageProblem. Paths go to the
+    threads in chunks: one future per file cost more than reading a JPEG header."""
 
-    def one(path: Path) -> tuple[int, int] | ImageProblem:
-        try:
-            return probe_image(path, verify)
-        except ImageProblem as exc:
-            return exc
+    def chunk(part: Sequence[Path]) -> list[tuple[int, int] | ImageProblem]:
+        out: list[tuple[int, int] | ImageProblem] = []
+        for path in part:
+            try:
+                out.append(probe_image(path, verify))
+            except ImageProblem as exc:
+                out.append(exc)
+        return out
 
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        results = pool.map(one, paths, chunksize=64)
-        return list(tqdm(results, total=len(paths), desc=desc, disable=not progress, unit="img"))
+    size = 64
+    parts = [paths[i:i + size] for i in range(0, len(paths), size)]
+    results: list[tuple[int, int] | ImageProblem] = []
+    with ThreadPoolExecutor(max(1, num_workers)) as pool, \
+            tqdm(total=len(paths), desc=desc, disable=not progress, unit="img") as bar:
+        for done in pool.map(chunk, parts):
+            results += done
+            bar.update(len(done))
+    return results
 
 
 def read_rgb(path: Path, strict: bool = False) -> np.ndarray:
