@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Packages whose every module is core, and single core modules elsewhere.
 CORE_PACKAGES = ["scm_ray.config", "scm_ray.model", "scm_ray.data", "scm_ray.metrics"]
-CORE_MODULES = ["scm_ray.paths", "scm_ray.storage", "scm_ray.checkpoint", "scm_ray.inference",
+CORE_MODULES = ["scm_ray.paths", "scm_ray.storage", "scm_ray.startup", "scm_ray.checkpoint", "scm_ray.inference",
                 "scm_ray.train.engine", "scm_ray.train.local", "scm_ray.train.tracking", "scm_ray.train.history",
                 "scm_ray.train.schedule", "scm_ray.train.trainer", "scm_ray.train.cli",
                 "scm_ray.evaluate.worker"]
