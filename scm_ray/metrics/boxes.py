@@ -50,12 +50,17 @@ def check_scoremap(scoremap: np.ndarray, name: str = "scoremap") -> np.ndarray:
     return np.ascontiguousarray(scoremap)
 
 
+class NonFiniteMap(ValueError):
+    """A score map holds NaN: its model's output is not finite (training reports divergence)."""
+
+
 def to_uint8(scoremap: np.ndarray, name: str = "scoremap") -> tuple[np.ndarray, np.ndarray]:
-    """The reference's uint8 image and its histogram; ValueError on NaN or values outside [0, 1]."""
+    """The reference's uint8 image and its histogram; NonFiniteMap on NaN, ValueError on values
+    outside [0, 1]."""
     scoremap = check_scoremap(scoremap, name)
     u8, counts, status = k.to_uint8(scoremap, scoremap.dtype.type(255))  # (H, W), (256,)
     if status == 1:
-        raise ValueError(f"{name} contains NaN (the reference refuses NaN maps too)")
+        raise NonFiniteMap(f"{name} contains NaN (the reference refuses NaN maps too)")
     if status == 2:
         lo, hi = float(np.nanmin(scoremap)), float(np.nanmax(scoremap))
         raise ValueError(f"{name} values must be in [0, 1], got min {lo} and max {hi}")

@@ -36,6 +36,7 @@ from scm_ray.checkpoint import load_checkpoint, load_train_state, save_checkpoin
 from scm_ray.config import TrainJobConfig, resolve_precision, to_dict
 from scm_ray.data.staging import stage_dataset
 from scm_ray.inference import evaluate_split
+from scm_ray.metrics.boxes import NonFiniteMap
 from scm_ray.model import build_model, param_groups
 from scm_ray.model.wsol import join_scm_state
 from scm_ray.startup import STARTUP_FILE, StartupClock
@@ -329,11 +330,17 @@ def run_epoch(cfg: TrainJobConfig, state: TrainState, step_fn, train_data, val_d
     metrics["epoch"] = epoch + 1
     metrics["global_step"] = state.global_step
     metrics["scm_active"] = int(model.uses_scm)
-    metrics.update(evaluate_split(
-        model, val_data, settings.device, cfg.model.num_classes, protocol=cfg.eval.protocol,
-        threshold_step=cfg.eval.threshold_step, iou_thresholds=cfg.eval.iou_thresholds,
-        use_bf16=settings.use_bf16, prefix="val/", distributed=world > 1,
-    ))
+    try:
+        metrics.update(evaluate_split(
+            model, val_data, settings.device, cfg.model.num_classes, protocol=cfg.eval.protocol,
+            threshold_step=cfg.eval.threshold_step, iou_thresholds=cfg.eval.iou_thresholds,
+            use_bf16=settings.use_bf16, prefix="val/", distributed=world > 1,
+        ))
+    except NonFiniteMap as err:  # finite weights (the guard keeps them so) too large for float32
+        raise TrainingDiverged(
+            f"validation after epoch {epoch + 1}: {err}: the weights are finite but the model's "
+            f"output is not ({totals.skipped} optimizer steps skipped this epoch, limit "
+            f"train.max_skipped_steps={settings.max_skipped}). Lower optim.lr or set optim.grad_clip") from None
     metrics["epoch_seconds"] = time.perf_counter() - t0
     return metrics
 
