@@ -58,6 +58,11 @@ class StartupClock:
     def for_trial(cls) -> StartupClock:
         return cls(time.time(), "the trial started")
 
+    @classmethod
+    def for_call(cls) -> StartupClock:
+        """For training started from Python (not the command line): count from now."""
+        return cls(time.time(), "training was started")
+
     def mark(self, phase: str) -> None:
         """`phase` ended now."""
         self.marks.append((phase, time.time()))

@@ -27,3 +27,5 @@ def test_a_command_counts_from_its_process_start():
 
     clock = StartupClock.for_command()
     assert clock.origin <= time.time() and set(PHASES) >= {"imports", "worker group", "first batch"}
+    called = StartupClock.for_call()  # training started from Python counts from the call
+    assert called.origin >= clock.origin and called.since == "training was started"

@@ -211,7 +211,7 @@ def run_training(cfg: TrainJobConfig, default_name: str = "train", train_fn=None
     run summary. Raises ConfigError before any cluster resource is taken when the config cannot
     work. `train_fn` replaces the Ray Train worker function (tests wrap it to inject faults);
     `startup` collects the time to the first optimizer step (scm_ray/startup.py)."""
-    startup = startup or StartupClock.for_command()
+    startup = startup or StartupClock.for_call()  # called from Python (the demo, tests): from here
     cfg, storage, name, run_dir = checked(cfg, default_name)
     startup.mark("checks")
     if cfg.ray.num_workers == 0:
