@@ -4,8 +4,8 @@ A `StartupClock` collects marks (a phase's name, the wall time it ended) from th
 command's process started (or a Tune trial began) to the first optimizer step: the driver marks
 its phases (imports, checks, Ray), hands the marks to the workers inside the loop config, and
 rank 0 of the engine adds its own (worker group, dataset, loaders, model, first batch, first
-step), prints one line and writes `startup.json` to the run folder. `scm-ray bench startup`
-reads that file. Wall time (time.time), not a monotonic clock, because the marks cross
+step), prints one line and writes `startup.json` to the run folder (README, "Start-up time").
+Wall time (time.time), not a monotonic clock, because the marks cross
 processes (and, on a cluster, machines whose clocks NTP keeps within milliseconds).
 
 Plain Python: the engine, the driver and the trial actor all use it.
