@@ -205,12 +205,15 @@ def test_a_killed_actor_has_its_checkpoint_retried(first, run_dir, reference, tm
 
 def test_paper_protocol_in_process_and_a_missing_dataset(run_dir, dataset, reference):
     """The evaluator without Ray: the "paper" protocol (test split only, same-split tau, top-1
-    predicted maps) matches evaluate_split's, and a missing dataset is a failed report."""
+    predicted maps) matches evaluate_split's, and a missing dataset is a failed report. Its loader
+    batch is the whole split (48 images), which a CPU evaluator runs through the model in slices
+    (CPU_MODEL_IMAGES, then the rest): the same counts as evaluate_split's batches of 16."""
     from scm_ray.data.loaders import eval_loader
-    from scm_ray.evaluate.worker import CheckpointEvaluator
+    from scm_ray.evaluate.worker import CPU_MODEL_IMAGES, CheckpointEvaluator
     from scm_ray.inference import evaluate_split
 
-    evaluator = CheckpointEvaluator(_cfg("eval.protocol=paper", "report.plots=false"))
+    assert BATCH < CPU_MODEL_IMAGES < 48
+    evaluator = CheckpointEvaluator(_cfg("eval.protocol=paper", "report.plots=false", "data.batch_size=48"))
     report = evaluator.evaluate(str(run_dir / GOOD[-1]), str(dataset))
     model = model_from_checkpoint(run_dir / GOOD[-1]).eval()
     _, acc = evaluate_split(model, eval_loader(dataset / "test.beton", BATCH, 1), torch.device("cpu"), 4,
