@@ -113,6 +113,7 @@ def _convert(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from scm_ray.config import ConfigError
+    from scm_ray.data.ffcv_io import Encoders
     from scm_ray.data.prepare import prepare_synthetic, write_prepared
     from scm_ray.paths import output_folder
 
@@ -137,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             started = time.perf_counter()
-            conversion = _convert(args)
-            summary = write_prepared(conversion, args.out, _options(args, args.eval_size),
-                                     progress=progress, started=started)
+            with Encoders(args.num_workers) as encoders:  # they start while the source is read
+                conversion = _convert(args)
+                summary = write_prepared(conversion, args.out, _options(args, args.eval_size),
+                                         progress=progress, started=started, encoders=encoders)
     except (SourceError, WriterError, ValueError, FileNotFoundError) as exc:
         print(f"prepare {args.source}: error: {exc}", file=sys.stderr)
         return 1

@@ -12,28 +12,30 @@ Fields of every .beton (FIELDS, in this order):
   orig_size  NDArrayField int32 (2,): original (width, height).
   index      IntField: the row's record index within its split (RecordTable.rows(split)[index]).
 
-FFCV 1.0.2 pitfall handled here: DatasetWriter's parent process waits until its worker processes
-have written every sample, so a sample whose __getitem__ raises hangs the writer forever. The
-source below therefore never raises: failures go to an error file, a placeholder is written, and
-the .beton is deleted afterwards with an error naming the images.
+The files are written by data/beton.py (FFCV's layout, byte for byte, without FFCV's writer):
+spawned processes decode, resize and encode chunks of records in order while this process packs
+them into pages. An image that cannot be decoded is reported by path, never a hang (FFCV 1.0.2's
+DatasetWriter waits forever for a sample whose worker raised).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
+import itertools
 import json
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from scm_ray.data.images import read_rgb
-from scm_ray.data.numba_cache import cache_typed_dict
+from scm_ray.data import beton
+from scm_ray.data.images import read_image
 from scm_ray.data.preprocess import resize_image
 from scm_ray.data.records import Record, RecordTable
 
@@ -62,14 +64,9 @@ class DataFileError(ValueError):
     disagree): restarting cannot fix it, preparing the dataset again does."""
 
 
-# The .beton layout (FFCV 1.x, ffcv/types.py): a fixed header, then field descriptors and one
-# metadata row per sample, then data pages, then the allocation table (sample_id, ptr, size)
-# from header.alloc_table_ptr to the end of the file. Kept here so the check needs no ffcv
-# import (numba compilation costs the driver seconds); tests compare it with FFCV's.
-BETON_HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"),
-                         ("num_samples", "<u8"), ("alloc_table_ptr", "<u8")], align=True)
-BETON_ALLOCATION = np.dtype([("sample_id", "<u8"), ("ptr", "<u8"), ("size", "<u8")])
-BETON_VERSION = 2
+# check_beton reads the .beton layout with data/beton.py's dtypes: no ffcv import (numba
+# compilation costs seconds); tests compare them with FFCV's.
+BETON_HEADER, BETON_ALLOCATION, BETON_VERSION = beton.HEADER, beton.ALLOCATION, beton.VERSION
 
 
 def check_beton(path: str | Path, count: int | None = None, size: int | None = None) -> int:
@@ -187,54 +184,219 @@ def pixel_grid_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.minimum(grid, [width - 1, height - 1, width - 1, height - 1]).clip(min=0)
 
 
-class SplitSource:
-    """Indexable sample source for ffcv's DatasetWriter (used in forked writer processes)."""
+@dataclass(frozen=True)
+class SplitPlan:
+    """How one split's images are stored: all an encoding worker needs besides the records."""
 
-    def __init__(self, root: Path, rows: list[Record], kind: SplitKind, max_side: int, short_side: int | None,
-                 eval_size: int, max_boxes: int, error_file: Path):
-        self.root, self.rows, self.kind = root, rows, kind
-        self.max_side, self.short_side, self.eval_size, self.max_boxes = max_side, short_side, eval_size, max_boxes
-        self.error_file = error_file
+    root: str
+    kind: SplitKind
+    max_side: int
+    short_side: int | None
+    eval_size: int
+    max_boxes: int
+    jpeg_quality: int
+    write_mode: Literal["jpg", "raw"]
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def load(self, r: Record) -> tuple[np.ndarray, np.ndarray]:
-        image = read_rgb(self.root / r.path, strict=True)  # (H, W, 3)
+    def encode(self, r: Record) -> tuple:
+        """A record -> its .beton field values (FIELDS order)."""
+        # BGR: OpenCV's JPEG encoder takes it, and the resize does not mix channels, so this is
+        # FFCV's RGBImageField encoding (RGB -> BGR -> imencode) without the two channel swaps
+        image = read_image(Path(self.root) / r.path, strict=True, order="BGR")  # (H, W, 3)
         if image.shape[:2] != (r.height, r.width):
             raise ValueError(f"decoded {image.shape[1]}x{image.shape[0]}, record says {r.width}x{r.height}")
         size = stored_size(self.kind, r.width, r.height, self.max_side, self.eval_size, self.short_side)
-        boxes = scale_boxes(r.boxes, (r.width, r.height), size)  # (K, 4)
+        scaled = scale_boxes(r.boxes, (r.width, r.height), size)  # (K, 4)
         if self.kind == "eval":  # scored on this grid: whole pixels, like the reference
-            boxes = pixel_grid_boxes(boxes, *size)
-        return resize_image(image, size), boxes.astype(np.float32)
-
-    def __getitem__(self, i: int) -> tuple[Any, ...]:
-        r = self.rows[i]
-        boxes = np.zeros((self.max_boxes, 4), np.float32)  # (max_boxes, 4)
-        try:
-            image, scaled = self.load(r)
-            boxes[: len(scaled)] = scaled
-        except Exception as exc:  # never raise: see the module docstring
-            with open(self.error_file, "a") as f:
-                f.write(json.dumps({"path": r.path, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
-            image = np.zeros((8, 8, 3), np.uint8)
+            scaled = pixel_grid_boxes(scaled, *size)
+        boxes = np.zeros((self.max_boxes, 4), np.float32)  # (max_boxes, 4), zero rows after K
+        boxes[: len(scaled)] = scaled
+        image = resize_image(image, size)  # (h, w, 3) BGR
+        if self.write_mode == "jpg":
+            ok, data = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), self.jpeg_quality])
+            if not ok:
+                raise ValueError("JPEG encoding failed")
+            stored = beton.Image(data.tobytes(), size[0], size[1], "jpg")
+        else:  # raw pixels are stored RGB
+            stored = beton.Image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB).tobytes(), size[0], size[1], "raw")
         orig = np.array([r.width, r.height], np.int32)
-        return image, int(r.label), boxes, int(len(r.boxes)), orig, int(r.index)
+        return stored, int(r.label), boxes, int(len(r.boxes)), orig, int(r.index)
 
 
-@contextlib.contextmanager
-def _writer_progress(enabled: bool) -> Iterator[None]:
-    """DatasetWriter always draws a tqdm bar; swap in a silent one when progress is off."""
-    import ffcv.writer
+def encode_chunk(task: tuple[SplitPlan, list[Record]]) -> list[tuple[tuple | None, str | None]]:
+    """(values, None) per record, or (None, why) for an image that cannot be decoded."""
+    plan, rows = task
+    out = []
+    for r in rows:
+        try:
+            out.append((plan.encode(r), None))
+        except Exception as exc:  # reported by path, the split is written again without it
+            out.append((None, f"{type(exc).__name__}: {exc}"))
+    return out
 
-    original = ffcv.writer.tqdm
-    if not enabled:
-        ffcv.writer.tqdm = functools.partial(original, disable=True)
+
+def _encoder_init() -> None:
+    import signal
+
+    cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it stops the pool)
+
+
+def _fields(max_boxes: int) -> list[beton.Field]:
+    return [beton.Field("image", beton.RGB_FIELD), beton.Field("label", beton.INT_FIELD),
+            beton.Field("boxes", beton.NDARRAY_FIELD, np.dtype("float32"), (max_boxes, 4)),
+            beton.Field("box_count", beton.INT_FIELD),
+            beton.Field("orig_size", beton.NDARRAY_FIELD, np.dtype("int32"), (2,)),
+            beton.Field("index", beton.INT_FIELD)]
+
+
+# Records per task handed to an encoding process, and tasks in flight per process: enough to
+# keep every process busy while the parent packs pages, few enough to bound what waits in memory.
+CHUNK, IN_FLIGHT_PER_WORKER = 32, 8
+
+
+class Encoders:
+    """The processes that decode, resize and encode records for the writer (encode_chunk), their
+    results handed back in order. A context manager; prepare starts it before it parses the
+    source, so the processes' start-up overlaps that work. One worker encodes in this process."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+        self.pool = None
+
+    def __enter__(self) -> Encoders:
+        if self.workers > 1:
+            import multiprocessing
+
+            # spawn, not fork: the parent may run threads (a local Ray, a progress bar) whose
+            # locks a forked child would inherit held.
+            self.pool = multiprocessing.get_context("spawn").Pool(self.workers, initializer=_encoder_init)
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def map(self, tasks: list[tuple[SplitPlan, list[Record]]]) -> Iterator[list]:
+        """encode_chunk of every task, in order, at most IN_FLIGHT_PER_WORKER tasks per process
+        ahead of the caller."""
+        if self.pool is None:
+            yield from map(encode_chunk, tasks)
+            return
+        pending: deque = deque()
+        todo = iter(tasks)
+        for task in itertools.islice(todo, self.workers * IN_FLIGHT_PER_WORKER):
+            pending.append(self.pool.apply_async(encode_chunk, (task,)))
+        while pending:
+            result = pending.popleft().get()
+            if (task := next(todo, None)) is not None:
+                pending.append(self.pool.apply_async(encode_chunk, (task,)))
+            yield result
+
+
+def _page_size(count: int) -> int:
+    """2 MiB pages for small splits (their last, mostly empty page is on disk too), 8 MiB else."""
+    return 1 << 21 if count < 5000 else 1 << 23
+
+
+def _write_splits(table: RecordTable, targets: dict[str, tuple[Path, SplitKind]], options: WriteOptions,
+                  max_boxes: int, progress: bool, encoders: Encoders | None = None) -> dict[str, dict[str, Any]]:
+    """Every target split in one pass of the encoding processes (the next split's images are
+    encoded while this one's last pages are written); each file atomically (temp + rename).
+    Images that fail to decode are collected over every split and raised together at the end
+    as UnreadableImages (their splits are not written)."""
+    rows = {split: table.rows(split) for split in targets}
+    for split, split_rows in rows.items():
+        if not split_rows:
+            raise WriterError(f"{split}: no records to write")
+        too_many = [r.path for r in split_rows if len(r.boxes) > max_boxes]
+        if too_many:
+            raise WriterError(f"{split}: {len(too_many)} images have more than max_boxes={max_boxes} boxes, "
+                              f"e.g. {too_many[0]}; raise max_boxes")
+    plans = {split: SplitPlan(str(table.root), kind, options.max_side, options.short_side, options.eval_size,
+                              max_boxes, options.jpeg_quality, options.write_mode)
+             for split, (_, kind) in targets.items()}
+    tasks = [(plans[split], split_rows[i:i + CHUNK]) for split, split_rows in rows.items()
+             for i in range(0, len(split_rows), CHUNK)]
+    if encoders is None:  # one process per ~100 images: on tiny splits more only costs start-up
+        with Encoders(min(options.num_workers, sum(map(len, rows.values())) // 100)) as own:
+            return _write_splits(table, targets, options, max_boxes, progress, own)
+    results = encoders.map(tasks)
+    entries, failures = {}, {}
+    for split, (path, kind) in targets.items():
+        if progress:
+            print(f"writing {path.name} ({len(rows[split])} images, {kind})", flush=True)
+        started = time.perf_counter()
+        failed = _write_one(path, rows[split], results, max_boxes, progress)
+        if failed:
+            failures.update(failed)
+            continue
+        entries[split] = _entry(path, kind, rows[split], plans[split], time.perf_counter() - started)
+    if failures:
+        failed_splits = sorted({r.split for split_rows in rows.values() for r in split_rows if r.path in failures})
+        raise UnreadableImages(", ".join(failed_splits), Path(next(iter(targets.values()))[0]).parent, failures)
+    return entries
+
+
+def _write_one(path: Path, rows: list[Record], results: Iterator[list], max_boxes: int,
+               progress: bool) -> dict[str, str]:
+    """One split's .beton from its share of `results`; {path: why} of images that failed (the
+    file is then not written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    failures: dict[str, str] = {}
+    bar = tqdm(total=len(rows), desc=f"  {path.name}", unit="img", disable=not progress, leave=False)
+    done = 0
     try:
-        yield
+        with beton.BetonWriter(tmp, _fields(max_boxes), len(rows), _page_size(len(rows))) as writer:
+            while done < len(rows):
+                for values, error in next(results):
+                    if error is not None:
+                        failures[rows[done].path] = error
+                    elif not failures:
+                        writer.add(values)
+                    done += 1
+                bar.update(done - bar.n)
+            if failures:
+                raise _SplitFailed
+    except _SplitFailed:
+        tmp.unlink(missing_ok=True)
+        return failures
+    except ValueError as err:  # a field that does not fit a page, ...
+        tmp.unlink(missing_ok=True)
+        raise WriterError(str(err)) from None
     finally:
-        ffcv.writer.tqdm = original
+        bar.close()
+    tmp.replace(path)
+    return {}
+
+
+class _SplitFailed(Exception):
+    """Some images of the split could not be decoded: its file is abandoned."""
+
+
+def _entry(path: Path, kind: SplitKind, rows: list[Record], plan: SplitPlan, seconds: float) -> dict[str, Any]:
+    """The split's dataset.json entry."""
+    sizes = np.array([stored_size(kind, r.width, r.height, plan.max_side, plan.eval_size, plan.short_side)
+                      for r in rows])  # (n, 2)
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "kind": kind,
+        "count": len(rows),
+        "num_boxes": int(sum(len(r.boxes) for r in rows)),
+        "max_boxes": plan.max_boxes,
+        "stored_min_size": sizes.min(axis=0).tolist(),
+        "stored_max_size": sizes.max(axis=0).tolist(),
+        "orig_min_size": [min(r.width for r in rows), min(r.height for r in rows)],
+        "orig_max_size": [max(r.width for r in rows), max(r.height for r in rows)],
+        "write_mode": plan.write_mode,
+        "jpeg_quality": plan.jpeg_quality,
+        "bytes": path.stat().st_size,
+        "seconds": round(seconds, 2),
+    }
+    entry.update({"image_size": plan.eval_size} if kind == "eval"
+                 else {"max_side": plan.max_side, "short_side": plan.short_side})
+    return entry
 
 
 def write_split(
@@ -253,68 +415,12 @@ def write_split(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write one split to a .beton (atomically: temp file + rename); return its dataset.json
-    entry."""
-    cache_typed_dict()
-    from ffcv.fields import IntField, NDArrayField, RGBImageField
-    from ffcv.writer import DatasetWriter
-
-    out_path = Path(out_path)
-    rows = table.rows(split)
-    max_boxes = max_boxes or table.max_boxes()
-    too_many = [r.path for r in rows if len(r.boxes) > max_boxes]
-    if too_many:
-        raise WriterError(f"{split}: {len(too_many)} images have more than max_boxes={max_boxes} boxes, "
-                          f"e.g. {too_many[0]}; raise max_boxes")
-    if not rows:
-        raise WriterError(f"{split}: no records to write")
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    errors = out_path.with_name(out_path.name + ".errors")
-    errors.unlink(missing_ok=True)
-    fields = {
-        "image": RGBImageField(write_mode=write_mode, jpeg_quality=jpeg_quality),
-        "label": IntField(),
-        "boxes": NDArrayField(np.dtype("float32"), (max_boxes, 4)),
-        "box_count": IntField(),
-        "orig_size": NDArrayField(np.dtype("int32"), (2,)),
-        "index": IntField(),
-    }
-    # Small page size for small splits: every writer process fills its own pages, so a tiny
-    # split with the default 8 MiB pages costs 8 MiB per process on disk.
-    page_size = 1 << 21 if len(rows) < 5000 else 1 << 23
-    source = SplitSource(table.root, rows, kind, max_side, short_side, eval_size, max_boxes, errors)
-    started = time.perf_counter()
-    # One process per ~100 images: on tiny splits more only adds half-empty pages and fork time,
-    # while from a few hundred images on, every core given must work (bench scale: prepare vs
-    # a bare decode-resize-encode loop on the same cores).
-    workers = max(1, min(num_workers, len(rows) // 100))
-    writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=workers)
-    with _writer_progress(progress):
-        writer.from_indexed_dataset(source, chunksize=max(1, min(100, len(rows) // workers)))
-    if errors.is_file() and errors.stat().st_size:
-        failed = [json.loads(line) for line in errors.read_text().splitlines()]
-        errors.unlink()
-        tmp.unlink(missing_ok=True)
-        raise UnreadableImages(split, out_path, {f["path"]: f["error"] for f in failed})
-    errors.unlink(missing_ok=True)
-    tmp.replace(out_path)
-    sizes = np.array([stored_size(kind, r.width, r.height, max_side, eval_size, short_side) for r in rows])  # (n, 2)
-    entry: dict[str, Any] = {
-        "file": out_path.name,
-        "kind": kind,
-        "count": len(rows),
-        "num_boxes": int(sum(len(r.boxes) for r in rows)),
-        "max_boxes": max_boxes,
-        "stored_min_size": sizes.min(axis=0).tolist(),
-        "stored_max_size": sizes.max(axis=0).tolist(),
-        "orig_min_size": [min(r.width for r in rows), min(r.height for r in rows)],
-        "orig_max_size": [max(r.width for r in rows), max(r.height for r in rows)],
-        "write_mode": write_mode,
-        "jpeg_quality": jpeg_quality,
-        "bytes": out_path.stat().st_size,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    entry.update({"image_size": eval_size} if kind == "eval" else {"max_side": max_side, "short_side": short_side})
-    return entry
+    entry. write_dataset writes every split in one pass."""
+    options = WriteOptions(train_splits=(split,) if kind == "train" else (), max_side=max_side,
+                           short_side=short_side, eval_size=eval_size, jpeg_quality=jpeg_quality,
+                           write_mode=write_mode, num_workers=num_workers)
+    targets = {split: (Path(out_path), kind)}
+    return _write_splits(table, targets, options, max_boxes or table.max_boxes(), progress)[split]
 
 
 def write_dataset(
@@ -325,22 +431,16 @@ def write_dataset(
     splits: list[str] | None = None,
     fingerprint: str | None = None,
     progress: bool = True,
+    encoders: Encoders | None = None,
 ) -> dict[str, Any]:
     """Write DIR/<split>.beton for every split (or `splits`) and DIR/dataset.json, last, so a
-    folder with a dataset.json is complete. Returns the dataset.json content."""
+    folder with a dataset.json is complete. Returns the dataset.json content. `encoders`:
+    processes already started (else started here, as many as the images need)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     max_boxes = options.max_boxes or table.max_boxes()
-    entries = {}
-    for split in splits or table.splits:
-        if progress:
-            print(f"writing {split}.beton ({table.count(split)} images, {options.kind(split)})", flush=True)
-        entries[split] = write_split(
-            table, split, out_dir / f"{split}.beton", options.kind(split),
-            max_side=options.max_side, eval_size=options.eval_size, short_side=options.short_side, max_boxes=max_boxes,
-            jpeg_quality=options.jpeg_quality, write_mode=options.write_mode, num_workers=options.num_workers,
-            progress=progress,
-        )
+    targets = {split: (out_dir / f"{split}.beton", options.kind(split)) for split in splits or table.splits}
+    entries = _write_splits(table, targets, options, max_boxes, progress, encoders)
     records_path = table.path.resolve() if table.path else None
     info = {
         "format": INFO_FORMAT,

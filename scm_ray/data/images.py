@@ -142,26 +142,33 @@ def read_rgb(path: Path, strict: bool = False) -> np.ndarray:
     libjpeg-turbo straight to RGB (simplejpeg: the same pixels as OpenCV's decode, without its
     BGR -> RGB copy); `strict` makes a decoder warning (truncated or corrupt data) an error
     instead of grey pixels, as the prepare-time check does."""
+    return read_image(path, strict, "RGB")
+
+
+def read_image(path: Path, strict: bool = False, order: Literal["RGB", "BGR"] = "RGB") -> np.ndarray:
+    """read_rgb, with the channels in `order`: "BGR" is what OpenCV's encoders take, so an image
+    that is decoded, resized and encoded again (prepare) needs no channel swap at all."""
     data = np.fromfile(str(path), dtype=np.uint8)
-    if data[:2].tobytes() == _JPEG_MAGIC and (rgb := _decode_jpeg_rgb(data, strict)) is not None:
-        return rgb
+    if data[:2].tobytes() == _JPEG_MAGIC and (image := _decode_jpeg(data, strict, order)) is not None:
+        return image
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is not None:
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3)
+        return bgr if order == "BGR" else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # (H, W, 3)
     # Formats OpenCV was built without (e.g. GIF) but Pillow reads, as probe_image did.
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))  # (H, W, 3)
+        rgb = np.asarray(im.convert("RGB"))  # (H, W, 3)
+    return rgb if order == "RGB" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
-def _decode_jpeg_rgb(data: np.ndarray, strict: bool) -> np.ndarray | None:
-    """(H, W, 3) RGB of a JPEG, or None for a CMYK one (OpenCV's conversion is kept for those)
-    and, unless strict, for data simplejpeg refuses (OpenCV then decodes what it can)."""
+def _decode_jpeg(data: np.ndarray, strict: bool, order: Literal["RGB", "BGR"]) -> np.ndarray | None:
+    """(H, W, 3) of a JPEG in `order`, or None for a CMYK one (OpenCV's conversion is kept for
+    those) and, unless strict, for data simplejpeg refuses (OpenCV then decodes what it can)."""
     import simplejpeg
 
     try:
         if simplejpeg.decode_jpeg_header(data)[2] == "CMYK":
             return None
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=strict)  # (H, W, 3)
+        return simplejpeg.decode_jpeg(data, colorspace=order, strict=strict)  # (H, W, 3)
     except ValueError as err:
         if strict:
             raise ValueError(f"corrupt or truncated JPEG data: {err}") from None

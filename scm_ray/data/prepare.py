@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from scm_ray.data import synthetic
-from scm_ray.data.ffcv_io import INFO_FILE, UnreadableImages, WriteOptions, read_info, write_dataset
+from scm_ray.data.ffcv_io import INFO_FILE, Encoders, UnreadableImages, WriteOptions, read_info, write_dataset
 from scm_ray.data.records import RECORDS_FILE, Record, RecordTable, write_records
 from scm_ray.data.report import Report
 from scm_ray.data.sources import Conversion
@@ -79,14 +79,16 @@ def write_prepared(
     progress: bool = True,
     started: float | None = None,
     image_bytes: int = 0,
+    encoders: Encoders | None = None,
 ) -> PrepareSummary:
-    """Records + one .beton per split + dataset.json for a converted source."""
+    """Records + one .beton per split + dataset.json for a converted source (`encoders`: see
+    write_dataset)."""
     started = time.perf_counter() if started is None else started
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INFO_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end
     try:
-        info = _write_all(conversion, out_dir, options, fingerprint, progress)
+        info = _write_all(conversion, out_dir, options, fingerprint, progress, encoders)
     except UnreadableImages as err:
         # JPEGs the check only read the header of (Verify "write") and the writer could not
         # decode: skipped and reported like any unreadable image, then everything written
@@ -94,19 +96,19 @@ def write_prepared(
         conversion = conversion.without(err.failures)
         print(f"{len(err.failures)} images could not be decoded while writing ({err}); writing again "
               "without them", flush=True)
-        info = _write_all(conversion, out_dir, options, fingerprint, progress)
+        info = _write_all(conversion, out_dir, options, fingerprint, progress, encoders)
     return PrepareSummary(out_dir, info, conversion.report, time.perf_counter() - started, image_bytes=image_bytes)
 
 
 def _write_all(conversion: Conversion, out_dir: Path, options: WriteOptions, fingerprint: str | None,
-               progress: bool) -> dict[str, Any]:
+               progress: bool, encoders: Encoders | None) -> dict[str, Any]:
     if not conversion.records:
         raise ValueError("no valid records to write:\n" + "\n".join(conversion.report.lines()))
     table = write_records(
         out_dir / RECORDS_FILE, conversion.records, source=conversion.source, root=conversion.root,
         class_names=conversion.class_names, extra={"report": conversion.report.to_dict(), **conversion.extra},
     )
-    return write_dataset(table, out_dir, options, fingerprint=fingerprint, progress=progress)
+    return write_dataset(table, out_dir, options, fingerprint=fingerprint, progress=progress, encoders=encoders)
 
 
 def fingerprint(payload: dict[str, Any]) -> str:
