@@ -38,8 +38,8 @@ from pathlib import Path
 
 DEFAULT_SIZES = (2000, 8000, 32000)
 # evaluate's batch (the evaluate config's data.batch_size default) and FFCV's buffer slots per
-# loader (batches_ahead 3 + 2): a split shorter than that never fills them.
-EVAL_BATCH, PREFETCH_SLOTS = 64, 5
+# loader on a CPU (batches_ahead 1 + 2, data/loaders.py): a split shorter than that never fills them.
+EVAL_BATCH, PREFETCH_SLOTS = 64, 3
 RESIZE, CROP = 256, 224  # the training loader's settings (data.resize_size, data.crop_size)
 # Stage name -> what its images are: prepare and bare count every image of the tree.
 STAGES = ("prepare", "bare", "loader", "evaluate")
@@ -308,9 +308,10 @@ def summary_line(results: list[StageResult]) -> str:
     cost = {s: at(s, hi).cost_per_image / at(s, lo).cost_per_image for s in ("prepare", "evaluate")}
     grow = {s: at(s, hi).peak_mib - at(s, lo).peak_mib for s in ("prepare", "evaluate")}
     bare = at("prepare", hi).steady_images_per_s / at("bare", hi).steady_images_per_s
+    # "+N MiB" is the line's fixed form; a fall in memory prints as "+-N MiB", still one number
     return (f"scale: cost per image x{cost['prepare']:.2f} at {hi} vs {lo} images (prepare), "
-            f"x{cost['evaluate']:.2f} (evaluate); peak RSS {grow['prepare']:+.0f} MiB (prepare), "
-            f"{grow['evaluate']:+.0f} MiB (evaluate); prepare at {bare:.2f} of the bare loop")
+            f"x{cost['evaluate']:.2f} (evaluate); peak RSS +{grow['prepare']:.0f} MiB (prepare), "
+            f"+{grow['evaluate']:.0f} MiB (evaluate); prepare at {bare:.2f} of the bare loop")
 
 
 def run_benchmark(sizes: list[int], work: Path, cores: int, seed: int = 0, keep: bool = False) -> list[StageResult]:

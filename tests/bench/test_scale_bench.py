@@ -8,10 +8,11 @@ import re
 
 import pytest
 
+from scm_ray.bench.scale import StageResult, summary_line
 from scm_ray.cli import main
 
 LAST = re.compile(r"scale: cost per image x[0-9.]+ at 80 vs 40 images \(prepare\), x[0-9.]+ \(evaluate\); "
-                  r"peak RSS [+-][0-9]+ MiB \(prepare\), [+-][0-9]+ MiB \(evaluate\); "
+                  r"peak RSS \+-?[0-9]+ MiB \(prepare\), \+-?[0-9]+ MiB \(evaluate\); "
                   r"prepare at [0-9.]+ of the bare loop")
 
 
@@ -27,3 +28,14 @@ def test_bench_scale_prints_table_and_last_line(tmp_path, capsys):
     assert by[("80", "prepare")][2] == "80" and by[("80", "evaluate")][2] == "16"  # 20 % val
     assert all(float(r[8]) > 0 for r in final)  # peak memory was sampled for every stage
     assert (tmp_path / "tree_80" / "LOC_synset_mapping.txt").is_file()
+
+
+def test_summary_line_keeps_its_form_when_memory_falls():
+    """Growth is printed after a fixed "+", so a fall reads "+-N MiB" and still parses as one number."""
+    def row(stage: str, n: int, rate: float, peak: float) -> StageResult:
+        return StageResult(stage, n, n, 1.0, 1.0, rate, peak, 2)
+
+    results = [row("prepare", 10, 100, 300), row("bare", 10, 200, 100), row("evaluate", 10, 50, 900),
+               row("prepare", 40, 125, 295), row("bare", 40, 200, 100), row("evaluate", 40, 50, 920)]
+    assert summary_line(results) == ("scale: cost per image x0.80 at 40 vs 10 images (prepare), x1.00 (evaluate); "
+                                     "peak RSS +-5 MiB (prepare), +20 MiB (evaluate); prepare at 0.62 of the bare loop")
