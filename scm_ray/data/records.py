@@ -1,5 +1,5 @@
 """The canonical record table (docs/data-formats.md): one Parquet file, one row per image, every
-source converted to it, every later stage (FFCV writer, evaluation) reading only it.
+source converted to it, every later stage (the .beton writer, evaluation) reading only it.
 
 Columns: path (relative to the image root), label (0-based), split, width, height (original
 pixels) and boxes (list of [x0, y0, x1, y1] in original pixels; several per image for ILSVRC).
@@ -144,7 +144,7 @@ def write_records(
 
 
 class RecordTable:
-    """Read side of records.parquet: what training, evaluation and the FFCV writer need.
+    """Read side of records.parquet: what training, evaluation and the .beton writer need.
 
     >>> table = RecordTable.read("data/synthetic/records.parquet")
     >>> table.classes, table.splits, len(table.rows("test")), table.root
