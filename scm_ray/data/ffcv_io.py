@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -222,15 +222,15 @@ class SplitPlan:
         return stored, int(r.label), boxes, int(len(r.boxes)), orig, int(r.index)
 
 
-def encode_chunk(task: tuple[SplitPlan, list[Record]]) -> list[tuple[tuple | None, str | None]]:
-    """(values, None) per record, or (None, why) for an image that cannot be decoded."""
+def encode_chunk(task: tuple[SplitPlan, list[Record]]) -> list[tuple[tuple | None, tuple[str, str] | None]]:
+    """(values, None) per record, or (None, (path, why)) for an image that cannot be decoded."""
     plan, rows = task
     out = []
     for r in rows:
         try:
             out.append((plan.encode(r), None))
         except Exception as exc:  # reported by path, the split is written again without it
-            out.append((None, f"{type(exc).__name__}: {exc}"))
+            out.append((None, (r.path, f"{type(exc).__name__}: {exc}")))
     return out
 
 
@@ -278,7 +278,7 @@ class Encoders:
             self.pool.join()
             self.pool = None
 
-    def map(self, tasks: list[tuple[SplitPlan, list[Record]]]) -> Iterator[list]:
+    def map(self, tasks: Iterable[tuple[SplitPlan, list[Record]]]) -> Iterator[list]:
         """encode_chunk of every task, in order, at most IN_FLIGHT_PER_WORKER tasks per process
         ahead of the caller."""
         if self.pool is None:
@@ -304,97 +304,109 @@ def _write_splits(table: RecordTable, targets: dict[str, tuple[Path, SplitKind]]
                   max_boxes: int, progress: bool, encoders: Encoders | None = None) -> dict[str, dict[str, Any]]:
     """Every target split in one pass of the encoding processes (the next split's images are
     encoded while this one's last pages are written); each file atomically (temp + rename).
+    Records are read from the table a chunk at a time, so memory does not grow with the splits.
     Images that fail to decode are collected over every split and raised together at the end
     as UnreadableImages (their splits are not written)."""
-    rows = {split: table.rows(split) for split in targets}
-    for split, split_rows in rows.items():
-        if not split_rows:
-            raise WriterError(f"{split}: no records to write")
-        too_many = [r.path for r in split_rows if len(r.boxes) > max_boxes]
-        if too_many:
-            raise WriterError(f"{split}: {len(too_many)} images have more than max_boxes={max_boxes} boxes, "
-                              f"e.g. {too_many[0]}; raise max_boxes")
+    for split in targets:
+        _check_boxes(table.split_table(split), split, max_boxes)
+    if encoders is None:  # one process per ~100 images: on tiny splits more only costs start-up
+        with Encoders(min(options.num_workers, sum(table.count(s) for s in targets) // 100)) as own:
+            return _write_splits(table, targets, options, max_boxes, progress, own)
     plans = {split: SplitPlan(str(table.root), kind, options.max_side, options.short_side, options.eval_size,
                               max_boxes, options.jpeg_quality, options.write_mode)
              for split, (_, kind) in targets.items()}
-    tasks = [(plans[split], split_rows[i:i + CHUNK]) for split, split_rows in rows.items()
-             for i in range(0, len(split_rows), CHUNK)]
-    if encoders is None:  # one process per ~100 images: on tiny splits more only costs start-up
-        with Encoders(min(options.num_workers, sum(map(len, rows.values())) // 100)) as own:
-            return _write_splits(table, targets, options, max_boxes, progress, own)
-    results = encoders.map(tasks)
-    entries, failures = {}, {}
+    results = encoders.map((plans[split], chunk) for split in targets for chunk in table.chunks(split, CHUNK))
+    entries, failures, failed_splits = {}, {}, []
     for split, (path, kind) in targets.items():
+        count = table.count(split)
         if progress:
-            print(f"writing {path.name} ({len(rows[split])} images, {kind})", flush=True)
+            print(f"writing {path.name} ({count} images, {kind})", flush=True)
         started = time.perf_counter()
-        failed = _write_one(path, rows[split], results, max_boxes, progress)
+        failed, stored = _write_one(path, count, results, max_boxes, progress)
         if failed:
             failures.update(failed)
+            failed_splits.append(split)
             continue
-        entries[split] = _entry(path, kind, rows[split], plans[split], time.perf_counter() - started)
+        entries[split] = _entry(path, table.split_table(split), plans[split], stored, time.perf_counter() - started)
     if failures:
-        failed_splits = sorted({r.split for split_rows in rows.values() for r in split_rows if r.path in failures})
         raise UnreadableImages(", ".join(failed_splits), Path(next(iter(targets.values()))[0]).parent, failures)
     return entries
 
 
-def _write_one(path: Path, rows: list[Record], results: Iterator[list], max_boxes: int,
-               progress: bool) -> dict[str, str]:
-    """One split's .beton from its share of `results`; {path: why} of images that failed (the
-    file is then not written)."""
+def _check_boxes(part, split: str, max_boxes: int) -> None:
+    """A split with no records, or an image with more boxes than the file has slots, is a
+    WriterError before anything is written."""
+    import pyarrow.compute as pc
+
+    if not part.num_rows:
+        raise WriterError(f"{split}: no records to write")
+    over = pc.greater(pc.list_value_length(part["boxes"]), max_boxes)
+    if too_many := pc.sum(over).as_py():
+        first = part.filter(over)["path"][0].as_py()
+        raise WriterError(f"{split}: {too_many} images have more than max_boxes={max_boxes} boxes, "
+                          f"e.g. {first}; raise max_boxes")
+
+
+def _write_one(path: Path, count: int, results: Iterator[list], max_boxes: int,
+               progress: bool) -> tuple[dict[str, str], list[list[int]]]:
+    """One split's .beton from its share of `results`: ({path: why} of images that failed, in
+    which case the file is not written; [smallest (w, h), largest (w, h)] stored)."""
     tmp = path.with_name(path.name + ".tmp")
     failures: dict[str, str] = {}
-    bar = tqdm(total=len(rows), desc=f"  {path.name}", unit="img", disable=not progress, leave=False)
+    low, high = [math.inf, math.inf], [0, 0]  # stored (w, h), each side on its own
+    bar = tqdm(total=count, desc=f"  {path.name}", unit="img", disable=not progress, leave=False)
     done = 0
     try:
-        with beton.BetonWriter(tmp, _fields(max_boxes), len(rows), _page_size(len(rows))) as writer:
-            while done < len(rows):
-                for values, error in next(results):
-                    if error is not None:
-                        failures[rows[done].path] = error
+        with beton.BetonWriter(tmp, _fields(max_boxes), count, _page_size(count)) as writer:
+            while done < count:
+                for values, failure in next(results):
+                    done += 1
+                    if failure is not None:
+                        failures[failure[0]] = failure[1]
                     elif not failures:
                         writer.add(values)
-                    done += 1
+                        size = (values[0].width, values[0].height)
+                        low, high = list(map(min, low, size)), list(map(max, high, size))
                 bar.update(done - bar.n)
             if failures:
                 raise _SplitFailed
     except _SplitFailed:
         tmp.unlink(missing_ok=True)
-        return failures
+        return failures, [low, high]
     except ValueError as err:  # a field that does not fit a page, ...
         tmp.unlink(missing_ok=True)
         raise WriterError(str(err)) from None
     finally:
         bar.close()
     tmp.replace(path)
-    return {}
+    return {}, [low, high]
 
 
 class _SplitFailed(Exception):
     """Some images of the split could not be decoded: its file is abandoned."""
 
 
-def _entry(path: Path, kind: SplitKind, rows: list[Record], plan: SplitPlan, seconds: float) -> dict[str, Any]:
-    """The split's dataset.json entry."""
-    sizes = np.array([stored_size(kind, r.width, r.height, plan.max_side, plan.eval_size, plan.short_side)
-                      for r in rows])  # (n, 2)
+def _entry(path: Path, part, plan: SplitPlan, stored: list[list[int]], seconds: float) -> dict[str, Any]:
+    """The split's dataset.json entry (`part`: its rows of the record table)."""
+    import pyarrow.compute as pc
+
+    width, height = pc.min_max(part["width"]).as_py(), pc.min_max(part["height"]).as_py()
     entry: dict[str, Any] = {
         "file": path.name,
-        "kind": kind,
-        "count": len(rows),
-        "num_boxes": int(sum(len(r.boxes) for r in rows)),
+        "kind": plan.kind,
+        "count": part.num_rows,
+        "num_boxes": int(pc.sum(pc.list_value_length(part["boxes"])).as_py() or 0),
         "max_boxes": plan.max_boxes,
-        "stored_min_size": sizes.min(axis=0).tolist(),
-        "stored_max_size": sizes.max(axis=0).tolist(),
-        "orig_min_size": [min(r.width for r in rows), min(r.height for r in rows)],
-        "orig_max_size": [max(r.width for r in rows), max(r.height for r in rows)],
+        "stored_min_size": stored[0],
+        "stored_max_size": stored[1],
+        "orig_min_size": [width["min"], height["min"]],
+        "orig_max_size": [width["max"], height["max"]],
         "write_mode": plan.write_mode,
         "jpeg_quality": plan.jpeg_quality,
         "bytes": path.stat().st_size,
         "seconds": round(seconds, 2),
     }
-    entry.update({"image_size": plan.eval_size} if kind == "eval"
+    entry.update({"image_size": plan.eval_size} if plan.kind == "eval"
                  else {"max_side": plan.max_side, "short_side": plan.short_side})
     return entry
 

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -219,14 +219,19 @@ class RecordTable:
     def rows(self, split: str) -> list[Record]:
         """The split's records in record-index order (row i has index i); cached."""
         if split not in self._rows:
-            t = self.split_table(split).to_pydict()
-            self._rows[split] = [
-                Record(p, lab, split, w, h, np.asarray(b, np.float32).reshape(-1, 4), i)
-                for i, (p, lab, w, h, b) in enumerate(
-                    zip(t["path"], t["label"], t["width"], t["height"], t["boxes"])
-                )
-            ]
+            self._rows[split] = [r for chunk in self.chunks(split, 1 << 16) for r in chunk]
         return self._rows[split]
+
+    def chunks(self, split: str, size: int) -> Iterator[list[Record]]:
+        """The split's records in record-index order, `size` at a time, each made as it is read:
+        a pass over ImageNet's 1.28 M records need not hold them all as Python objects (rows()
+        does, ~3 KB each)."""
+        part = self.split_table(split)
+        for start in range(0, part.num_rows, size):
+            t = part.slice(start, size).to_pydict()
+            yield [Record(p, lab, split, w, h, np.asarray(b, np.float32).reshape(-1, 4), start + i)
+                   for i, (p, lab, w, h, b) in enumerate(zip(t["path"], t["label"], t["width"], t["height"],
+                                                             t["boxes"]))]
 
     def image_path(self, record: Record) -> Path:
         return self.root / record.path
