@@ -10,6 +10,8 @@ A checkpoint is a directory (the one Ray Train persists) holding:
 - ``evaluation.json`` (after `scm-ray evaluate`): the tau its protocol chose, and where the results are.
 
 Files are loaded with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+torch is imported where a file is saved or loaded, so what only needs the file names and the
+errors (checkpoint discovery in the `scm-ray evaluate` driver) does not pay for it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from scm_ray.config import ConfigError, ModelConfig, SCMConfig, from_dict
 from scm_ray.data.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -113,8 +116,6 @@ def _plain(metrics: dict[str, Any]) -> dict[str, float]:
     """Metrics as plain floats/ints/strings (weights_only-loadable, JSON-writable)."""
     out: dict[str, Any] = {}
     for key, value in metrics.items():
-        if isinstance(value, torch.Tensor):
-            value = value.item()
         if isinstance(value, (int, float, str, bool)) or value is None:
             out[str(key)] = value
         elif hasattr(value, "item"):
@@ -135,6 +136,8 @@ def save_checkpoint(
 ) -> Path:
     """Write a self-describing checkpoint into `directory` (created if needed). `class_names`
     default to the dataset's (see `inference_info`)."""
+    import torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     module = getattr(model, "module", model)  # unwrap DDP
@@ -167,6 +170,8 @@ def save_checkpoint(
 
 
 def _torch_load(path: Path) -> Any:
+    import torch
+
     if not path.is_file():
         raise CheckpointUnavailable(f"{path}: file not found")
     try:

@@ -19,7 +19,7 @@ CORE_PACKAGES = ["scm_ray.config", "scm_ray.model", "scm_ray.data", "scm_ray.met
 CORE_MODULES = ["scm_ray.paths", "scm_ray.storage", "scm_ray.startup", "scm_ray.checkpoint", "scm_ray.inference",
                 "scm_ray.train.engine", "scm_ray.train.local", "scm_ray.train.tracking", "scm_ray.train.history",
                 "scm_ray.train.schedule", "scm_ray.train.trainer", "scm_ray.train.cli",
-                "scm_ray.evaluate.worker"]
+                "scm_ray.evaluate.worker", "scm_ray.evaluate.outcome"]
 
 # Imports each module given on the command line with Ray unimportable; prints
 # {module: [scm_ray modules that asked for ray]} for the offenders, as JSON.

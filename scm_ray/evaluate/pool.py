@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError, UnserializableException
 
 from scm_ray.config import ConfigError, EvaluateJobConfig, from_dict, to_dict
-from scm_ray.evaluate.worker import ACTOR_ERROR, RUN_ERROR, CheckpointReport, failed_report
+from scm_ray.evaluate.outcome import ACTOR_ERROR, RUN_ERROR, CheckpointReport, failed_report
 
 # Test-only: names a file whose presence in a checkpoint folder makes the actor crash (see
 # _crash_if_marked). Read only inside actors; unset outside tests.

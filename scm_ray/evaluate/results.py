@@ -19,13 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scm_ray.config import ConfigError, flatten
+from scm_ray.evaluate.outcome import CHECKPOINT_ERROR
 from scm_ray.metrics.accumulator import V2_IOUS
 from scm_ray.metrics.metric_set import TEST, VAL, MetricSet
 from scm_ray.train.history import write_parquet
 
 RESULTS_FILE = "results.parquet"
-# The one error_kind a re-run skips (worker.CHECKPOINT_ERROR: the file itself is broken).
-PERMANENT_ERROR_KIND = "checkpoint"
+# The one error_kind a re-run skips (the checkpoint file itself is broken).
+PERMANENT_ERROR_KIND = CHECKPOINT_ERROR
 # Leading columns, in this order; then the test split's metrics (test/...), the held-out
 # split's (val/...), timings, provenance, and the config columns last (each group in its order).
 FIRST_COLUMNS = ("checkpoint", "run", "epoch", "status", "error", "error_kind", "protocol", "tau_source", "k")

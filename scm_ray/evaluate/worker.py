@@ -30,20 +30,18 @@ from scm_ray.checkpoint import (
     model_from_checkpoint,
 )
 from scm_ray.config import EvaluateJobConfig, resolve_precision
+from scm_ray.evaluate.outcome import (
+    CHECKPOINT_ERROR,
+    DATA_ERROR,
+    RUN_ERROR,
+    UNAVAILABLE_ERROR,
+    CheckpointReport,
+    failed_report,
+)
 from scm_ray.evaluate.plots import OverlaySamples, curves_png, overlays_png
 from scm_ray.inference import BatchMaps, batch_maps, make_accumulator, update_accumulator
 from scm_ray.metrics import LocalizationAccumulator, LocalizationResult, MetricSet
 from scm_ray.metrics.metric_set import TEST, VAL
-
-# error_kind values. Only a defect of the checkpoint file itself is certain to repeat while the
-# file is unchanged, so only that kind is remembered between runs (see results.py). A file this
-# process could not reach (not found, an I/O error) is "unavailable": the node may not see the
-# path or a mount may have hiccupped, so a re-run tries it again.
-CHECKPOINT_ERROR = "checkpoint"
-UNAVAILABLE_ERROR = "unavailable"
-DATA_ERROR = "data"
-RUN_ERROR = "error"
-ACTOR_ERROR = "actor"
 
 # On a CPU the model's temporaries are host memory: over a loader batch of 64 images at 224 px
 # (scores for every class, attention, the upsampled maps) they swung an actor's memory by
@@ -54,20 +52,6 @@ CPU_MODEL_IMAGES = 32
 
 class DataError(RuntimeError):
     """The dataset a checkpoint is evaluated on is missing, unreadable or does not fit it."""
-
-
-@dataclass
-class CheckpointReport:
-    """What evaluating one checkpoint produced: its results-table fields, its resolved config
-    (for the columns that vary between checkpoints) and files to write (name suffix -> bytes)."""
-
-    row: dict[str, Any]
-    config: dict | None = None
-    files: dict[str, bytes] = field(default_factory=dict)
-
-
-def failed_report(kind: str, message: str) -> CheckpointReport:
-    return CheckpointReport({"status": "failed", "error_kind": kind, "error": message})
 
 
 @dataclass
