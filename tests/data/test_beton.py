@@ -36,13 +36,13 @@ def ffcv_write(path, samples: list[tuple], write_mode: str, page_size: int) -> b
     return path.read_bytes()
 
 
-def ours(path, samples: list[tuple], write_mode: str, page_size: int) -> bytes:
+def ours(path, samples: list[tuple], write_mode: str, page_size: int, direct: bool = True) -> bytes:
     fields = [beton.Field("image", beton.RGB_FIELD), beton.Field("label", beton.INT_FIELD),
               beton.Field("boxes", beton.NDARRAY_FIELD, np.dtype("float32"), (MAX_BOXES, 4)),
               beton.Field("box_count", beton.INT_FIELD),
               beton.Field("orig_size", beton.NDARRAY_FIELD, np.dtype("int32"), (2,)),
               beton.Field("index", beton.INT_FIELD)]
-    with beton.BetonWriter(path, fields, len(samples), page_size) as writer:
+    with beton.BetonWriter(path, fields, len(samples), page_size, direct=direct) as writer:
         for image, *rest in samples:
             stored = beton.Image(np.ascontiguousarray(image).tobytes(), image.shape[1], image.shape[0], write_mode)
             writer.add((stored, *rest))
@@ -71,7 +71,8 @@ def test_layout_dtypes_are_ffcvs():
 def test_the_same_bytes_as_ffcvs_writer_across_page_boundaries(tmp_path):
     """Raw images big enough to fill several 2 MiB pages, sized so that one sample's image fits
     the rest of a page but its boxes do not: FFCV restarts that sample on the next page (leaving
-    the copied image behind), and so do we."""
+    the copied image behind), and so do we; with pages written past the page cache (O_DIRECT,
+    where this file system takes it) or through it."""
     page = beton.MIN_PAGE_SIZE
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (10, 30, 3), np.uint8)  # 900 bytes
@@ -85,6 +86,7 @@ def test_the_same_bytes_as_ffcvs_writer_across_page_boundaries(tmp_path):
     expected = ffcv_write(tmp_path / "ffcv.beton", samples, "raw", page)
     got = ours(tmp_path / "ours.beton", samples, "raw", page)
     assert got == expected
+    assert ours(tmp_path / "cached.beton", samples, "raw", page, direct=False) == expected
     header = np.frombuffer(got[: beton.HEADER.itemsize], beton.HEADER)[0]
     table = np.frombuffer(got[int(header["alloc_table_ptr"]):], beton.ALLOCATION)
     second = table[table["sample_id"] == 1]
