@@ -24,7 +24,8 @@ PHASES = {
     "imports": "interpreter start and imports, up to the command's own code",
     "checks": "config, model (on the meta device), dataset and storage checks",
     "ray": "import ray and connect (the embedded default: start a local Ray)",
-    "trial": "Tune: from the trial's start to its TorchTrainer's fit",
+    "trial": "Tune: from the trial's start to its TorchTrainer's fit (an in-process trial: to the "
+             "engine's start, its imports included)",
     "worker group": "Ray Train's controller, worker processes, torch import, process group",
     "dataset": "staging the dataset, recording the workers",
     "loaders": "FFCV loaders built (files opened, pipelines planned)",

@@ -169,7 +169,7 @@ def test_tune_yaml_extends_the_train_yaml():
     train = load_config(TrainJobConfig, REPO / "jobs" / "configs" / "train_synthetic.yaml")
     assert "base: train_synthetic.yaml" in (REPO / "jobs" / "configs" / "tune_synthetic.yaml").read_text()
     assert tune.model == train.model and tune.data == train.data
-    assert tune.train.epochs == 3 and tune.ray.num_workers == 1 and tune.optim.schedule == "cosine"
+    assert tune.train.epochs == 3 and tune.ray.num_workers == 0 and tune.optim.schedule == "cosine"
 
 
 @pytest.mark.parametrize("override", ["optim.lr=.inf", "optim.weight_decay=.nan", "optim.eps=-.inf",

@@ -93,7 +93,8 @@ class RayConfig:
     """Cluster connection, worker group, storage and fault tolerance (Ray Train RunConfig)."""
 
     address: str = setting("", help='"" = RAY_ADDRESS if set, else an embedded local Ray; "auto" or ray://host:port')
-    num_workers: int = setting(2, help="DDP worker processes; 0 = train in this process, no Ray (debugging)")
+    num_workers: int = setting(2, help="DDP worker processes; 0 = no worker group: `train` runs in its own "
+                                "process, no Ray (debugging); `tune`, each trial in its trial's process")
     use_gpu: bool = setting(False, help="one GPU per worker (NCCL)")
     cpus_per_worker: float = setting(1.0, help="CPUs reserved per worker")
     gpus_per_worker: float = setting(1.0, help="GPUs reserved per worker (with use_gpu)")

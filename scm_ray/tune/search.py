@@ -1,4 +1,5 @@
-"""Hyperparameter search: Ray Tune trials, each a whole Ray Train run with its own worker group.
+"""Hyperparameter search: Ray Tune trials, each a whole Ray Train run with its own worker group
+(or, with `ray.num_workers: 0`, the engine in the trial's own process: scm_ray/tune/in_process.py).
 
 The trainable is a plain function (docs/architecture.md): it builds the trial's TrainJobConfig from
 the base config and the sampled values, builds the same TorchTrainer `scm-ray train` would, and
@@ -218,8 +219,9 @@ def build_scheduler(cfg: TuneJobConfig):
 
 
 def trials_that_fit(cfg: TrainJobConfig, resources: dict) -> int:
-    """How many trials' worker groups the cluster holds at once (by CPUs, and GPUs if used)."""
-    workers = cfg.ray.num_workers
+    """How many trials' worker groups the cluster holds at once (by CPUs, and GPUs if used);
+    an in-process trial (ray.num_workers 0) holds one worker's resources."""
+    workers = max(1, cfg.ray.num_workers)
     fits = math.floor(resources.get("CPU", 0) / (workers * cfg.ray.cpus_per_worker) + 1e-9)
     if cfg.ray.use_gpu:
         fits = min(fits, math.floor(resources.get("GPU", 0) / (workers * cfg.ray.gpus_per_worker) + 1e-9))
@@ -229,7 +231,8 @@ def trials_that_fit(cfg: TrainJobConfig, resources: dict) -> int:
 def concurrency(cfg: TuneJobConfig, resources: dict, embedded: bool) -> tuple[int, str]:
     """(trials at once, a line telling the user what fits). A cluster that fits no trial is an
     error on the embedded local Ray (it cannot grow); elsewhere the autoscaler may add nodes."""
-    per_trial = f"{cfg.ray.num_workers} worker(s) x {cfg.ray.cpus_per_worker:g} CPU"
+    per_trial = (f"{cfg.ray.num_workers} worker(s) x {cfg.ray.cpus_per_worker:g} CPU" if cfg.ray.num_workers
+                 else f"its own process, {cfg.ray.cpus_per_worker:g} CPU")
     if cfg.ray.use_gpu:
         per_trial += f" + {cfg.ray.gpus_per_worker:g} GPU"
     have = f"{resources.get('CPU', 0):g} CPUs" + (f", {resources.get('GPU', 0):g} GPUs" if cfg.ray.use_gpu else "")
@@ -252,14 +255,28 @@ def concurrency(cfg: TuneJobConfig, resources: dict, embedded: bool) -> tuple[in
 # ----------------------------------------------------------------------------------------------
 
 
-def _trainable(plan: SearchPlan):
+def trial_resources(cfg: TrainJobConfig) -> dict:
+    """What Tune reserves for a trial's actor. A Ray Train trial: no CPU (its TorchTrainer
+    reserves the workers'; Tune refuses a trial that reserves nothing at all, hence one byte of
+    memory). An in-process trial (ray.num_workers 0): one worker's CPUs and GPUs."""
+    if cfg.ray.num_workers:
+        return {"cpu": 0, "memory": 1}
+    resources = {"cpu": cfg.ray.cpus_per_worker}
+    if cfg.ray.use_gpu:
+        resources["gpu"] = cfg.ray.gpus_per_worker
+    return resources
+
+
+def _trainable(cfg: TuneJobConfig, plan: SearchPlan):
     from ray import tune
 
     plan_dict = {"runs_root": plan.runs_root, "base": plan.base, "loopback": plan.loopback,
                  "name": plan.name, "storage": plan.storage}
-    # No CPU for the trial actor (its TorchTrainer reserves the workers'). Tune refuses a trial
-    # that reserves nothing at all, hence one byte of memory.
-    return tune.with_resources(tune.with_parameters(run_trial, plan=plan_dict), {"cpu": 0, "memory": 1})
+    if cfg.ray.num_workers == 0:
+        from scm_ray.tune.in_process import run_trial_in_process as trial
+    else:
+        trial = run_trial
+    return tune.with_resources(tune.with_parameters(trial, plan=plan_dict), trial_resources(cfg))
 
 
 def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
@@ -269,7 +286,7 @@ def build_tuner(cfg: TuneJobConfig, plan: SearchPlan):
     from scm_ray.tune.progress import TrialTable
     from scm_ray.tune.reaper import WorkerGroupReaper
 
-    trainable = _trainable(plan)
+    trainable = _trainable(cfg, plan)
     if cfg.search.resume and tune.Tuner.can_restore(plan.experiment):
         print(f"[scm-ray] resuming the search in {plan.experiment}", flush=True)
         # Finished trials stay as they are; unfinished and errored ones run again, and their
@@ -307,9 +324,6 @@ def prepare(cfg: TuneJobConfig, default_name: str) -> tuple[TuneJobConfig, Searc
 
     from ray import tune
 
-    if cfg.ray.num_workers == 0:
-        raise ConfigError("ray.num_workers", "must be >= 1 for a search: each trial trains on Ray "
-                                             "workers (0, in-process training, is for scm-ray train)")
     check_model(cfg)
     check_dataset(cfg)
     check_metric(cfg, "ray.checkpoint_metric", cfg.ray.checkpoint_metric)

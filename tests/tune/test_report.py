@@ -74,10 +74,11 @@ def test_outputs_are_written_and_best_yaml_trains(tmp_path):
 
 
 def test_concurrency_is_capped_by_what_fits():
-    cfg = _cfg()  # 1 worker x 1 CPU per trial
+    cfg = _cfg("ray.num_workers=1")  # 1 worker x 1 CPU per trial
     assert trials_that_fit(cfg, {"CPU": 2.0}) == 2
     assert concurrency(cfg, {"CPU": 8.0}, embedded=True)[0] == 8
-    capped, line = concurrency(_cfg("search.max_concurrent_trials=5"), {"CPU": 2.0}, embedded=True)
+    capped, line = concurrency(_cfg("search.max_concurrent_trials=5", "ray.num_workers=1"), {"CPU": 2.0},
+                               embedded=True)
     assert capped == 2 and "capped" in line and "2 trial(s) fit at once" in line
     gpu = _cfg("ray.use_gpu=true", "ray.num_workers=2", "ray.cpus_per_worker=4")
     assert trials_that_fit(gpu, {"CPU": 64.0, "GPU": 5.0}) == 2
@@ -85,6 +86,22 @@ def test_concurrency_is_capped_by_what_fits():
         concurrency(gpu, {"CPU": 64.0}, embedded=True)
     assert info.value.key == "ray"
     assert concurrency(gpu, {"CPU": 64.0}, embedded=False)[0] == 1  # the autoscaler may add GPUs
+
+
+def test_an_in_process_trial_reserves_one_worker_for_its_own_actor():
+    """ray.num_workers=0: the trial's actor trains, so it holds one worker's resources; a Ray
+    Train trial's actor holds none (its worker group does)."""
+    from scm_ray.tune.search import trial_resources
+
+    cfg = _cfg("ray.num_workers=0", "ray.cpus_per_worker=2")
+    assert trial_resources(cfg) == {"cpu": 2.0}
+    assert trials_that_fit(cfg, {"CPU": 5.0}) == 2
+    chosen, line = concurrency(cfg, {"CPU": 5.0}, embedded=True)
+    assert chosen == 2 and "each trial its own process, 2 CPU" in line
+    gpu = _cfg("ray.num_workers=0", "ray.use_gpu=true", "ray.gpus_per_worker=0.5")
+    assert trial_resources(gpu) == {"cpu": 1.0, "gpu": 0.5}
+    assert trials_that_fit(gpu, {"CPU": 8.0, "GPU": 1.0}) == 2
+    assert trial_resources(_cfg("ray.num_workers=1")) == {"cpu": 0, "memory": 1}
 
 
 def test_live_table_shows_searched_values_and_the_objective():

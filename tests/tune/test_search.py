@@ -101,6 +101,36 @@ def test_tiny_search_stops_early_writes_outputs_and_best_yaml_reproduces(local_r
                                                           and math.isnan(trial_epoch1[key])), key
 
 
+def test_in_process_trials_train_in_their_own_actor_and_report_each_epoch(local_ray, tune_dataset, tmp_path,
+                                                                          capsys):
+    """ray.num_workers=0: no worker group; each trial's actor runs the engine, writes the run
+    folder `scm-ray train` writes, and hands Tune every epoch; two trials share the 2 CPUs."""
+    from scm_ray.tune.in_process import finished_metrics
+
+    overrides = tiny_search(tune_dataset, tmp_path, "inproc", GOOD, "ray.num_workers=0",
+                            "search.scheduler.kind=none")
+    summary = run_search(load_config(TuneJobConfig, SHIPPED, overrides))
+    printed = capsys.readouterr().out
+    assert "2 trial(s) fit at once (2 CPUs; each trial its own process, 1 CPU)" in printed
+    rows = pq.read_table(tmp_path / "inproc" / "trials.parquet").to_pylist()
+    assert sorted(r["config/optim.lr"] for r in rows) == sorted(GOOD)
+    assert all(r["error"] is None and r["stop_reason"] == "completed" and r["epochs_run"] == 2 for r in rows)
+    assert summary.best["trial_id"] == rows[0]["trial_id"]
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        history = read_history(str(run_dir))
+        assert [h["epoch"] for h in history] == [1, 2]
+        assert row["final/val/gt_known"] == history[-1]["val/gt_known"]
+        assert (run_dir / "checkpoint_epoch0002" / "model.pt").is_file()
+        assert not (run_dir / "placement_groups").exists()  # no worker group was started
+        startup = json.loads((run_dir / "startup.json").read_text())
+        assert startup["since"] == "the trial started" and list(startup["phases_s"])[0] == "trial"
+        assert "worker group" not in startup["phases_s"]
+        # a restarted trial whose run is already at its last epoch reports that epoch again
+        assert finished_metrics(str(run_dir), 2)["val/gt_known"] == history[-1]["val/gt_known"]
+        assert finished_metrics(str(run_dir), 3) is None
+
+
 def test_optuna_searcher_and_asha_drive_a_stand_in_trainable(local_ray, tmp_path):
     """The model-based searcher samples the YAML space within its bounds (a stand-in trainable
     replaces training, so this checks the wiring, not learning)."""
