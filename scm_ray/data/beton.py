@@ -22,6 +22,7 @@ import json
 import mmap
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,6 +97,38 @@ class _PageFull(Exception):
     """Part of a sample went to a page that then filled up: the sample starts again."""
 
 
+_TABLE_BATCH = 1 << 14  # allocation-table rows held before they go to the side file (24 bytes each)
+
+
+def _blob(field: Field, nbytes: int, value) -> bytes:
+    """The bytes a data-holding field stores: an Image's data, an NDArrayField's array (or the
+    bytes of one, as encoding processes send them: cheaper to pickle) of `nbytes` bytes."""
+    if field.type_id == RGB_FIELD:
+        return value.data
+    if not isinstance(value, (bytes, bytearray)):
+        value = np.ascontiguousarray(value, field.dtype).tobytes()
+    if len(value) != nbytes:
+        raise ValueError(f"{field.name}: {len(value)} bytes, the field holds {nbytes}")
+    return value
+
+
+def _row_struct(row: np.dtype, fields: list[Field]) -> struct.Struct:
+    """A metadata row as one struct: its leaves (an int, a pointer, or an image's mode, width,
+    height and pointer) at the row dtype's offsets, padding bytes between; one pack per sample."""
+    codes = {INT_FIELD: [(0, "q")], NDARRAY_FIELD: [(0, "Q")],
+             RGB_FIELD: [(RGB_METADATA.fields[n][1], c) for n, c in
+                         (("mode", "B"), ("width", "H"), ("height", "H"), ("data_ptr", "Q"))]}
+    layout, at = "<", 0
+    for i, field in enumerate(fields):
+        base = row.fields[f"f{i}"][1]
+        for offset, code in codes[field.type_id]:
+            layout += "x" * (base + offset - at) + code
+            at = base + offset + struct.calcsize("<" + code)
+    packed = struct.Struct(layout + "x" * (row.itemsize - at))
+    assert packed.size == row.itemsize, (packed.size, row.itemsize)
+    return packed
+
+
 class BetonWriter:
     """Writes samples, in order, to a .beton. Use as a context manager; `add` each sample.
 
@@ -112,6 +145,9 @@ class BetonWriter:
             raise ValueError(f"page_size must be a power of 2 >= {MIN_PAGE_SIZE}, got {page_size}")
         self.path, self.fields, self.num_samples, self.page_size = Path(path), fields, num_samples, page_size
         self.metadata = np.zeros(num_samples, metadata_dtype(fields))  # (n,) rows
+        self._rows = self.metadata.view(np.uint8).reshape(-1)  # (n * row bytes,) the same memory
+        self._row = _row_struct(self.metadata.dtype, fields)
+        self._nbytes = [f.nbytes for f in fields]  # an NDArrayField's size, checked per sample
         self.metadata_at = HEADER.itemsize + len(fields) * FIELD_DESC.itemsize
         self.data_at = _align(self.metadata_at + self.metadata.nbytes, page_size)
         self._buffer = mmap.mmap(-1, page_size)  # page-aligned memory, as O_DIRECT needs
@@ -119,7 +155,7 @@ class BetonWriter:
         self.direct = direct
         self.page_number, self.used = -1, 0  # no page yet
         self.written = 0  # samples added
-        self._allocations: list[tuple[int, int, int]] = []  # this sample's, until it is placed
+        self._allocations: list[tuple[int, int, int]] = []  # (sample, ptr, size) not yet in the table file
 
     def __enter__(self) -> BetonWriter:
         # header, descriptors and metadata are written last, through the cache, before the
@@ -141,55 +177,62 @@ class BetonWriter:
             return None
 
     def add(self, values: tuple) -> None:
-        """Write the next sample: per field an int (IntField), an array (NDArrayField) or an
-        Image. Its data is placed as FFCV's allocator places it: field by field into the current
-        page; a sample that does not fit starts again on a fresh page (what was already copied
-        stays behind in the old page, as in FFCV's files)."""
+        """Write the next sample: per field an int (IntField), an array or its bytes
+        (NDArrayField) or an Image. Its data is placed as FFCV's allocator places it: field by
+        field into the current page; a sample that does not fit starts again on a fresh page
+        (what was already copied stays behind in the old page, as in FFCV's files)."""
         if self.written >= self.num_samples:
             raise ValueError(f"{self.path}: more than the {self.num_samples} samples announced")
-        row = self.metadata[self.written]
+        blobs = [_blob(field, nbytes, value) for field, nbytes, value in zip(self.fields, self._nbytes, values)
+                 if field.type_id != INT_FIELD]
+        ptrs = iter(self._place(blobs))
+        leaves: list[int] = []  # the row's values in _row_struct's order
+        for field, value in zip(self.fields, values):
+            if field.type_id == INT_FIELD:
+                leaves.append(value)
+            elif field.type_id == NDARRAY_FIELD:
+                leaves.append(next(ptrs))
+            else:
+                leaves += (IMAGE_MODES[value.mode], value.width, value.height, next(ptrs))
+        self._row.pack_into(self._rows, self.written * self._row.size, *leaves)
+        self.written += 1
+
+    def _place(self, blobs: list[bytes]) -> list[int]:
+        """Copy a sample's data regions into pages, in order; their file offsets."""
         for attempt in range(2):
-            self._allocations.clear()
+            ptrs: list[int] = []
             try:
-                for i, (field, value) in enumerate(zip(self.fields, values)):
-                    self._encode(row, f"f{i}", field, value)
+                for blob in blobs:
+                    ptrs.append(self._malloc(blob, started=bool(ptrs)))
                 break
             except _PageFull:
                 if attempt:
                     raise RuntimeError(f"{self.path}: sample {self.written} does not fit an empty page") from None
-        table = np.array(self._allocations, ALLOCATION)
-        self.table.write(table.tobytes())
-        self.written += 1
+        self._allocations += [(self.written, ptr, len(blob)) for ptr, blob in zip(ptrs, blobs)]
+        if len(self._allocations) >= _TABLE_BATCH:
+            self._write_table()
+        return ptrs
 
-    def _encode(self, row: np.void, name: str, field: Field, value) -> None:
-        if field.type_id == INT_FIELD:
-            row[name] = value
-        elif field.type_id == NDARRAY_FIELD:
-            data = np.ascontiguousarray(value, field.dtype).reshape(-1).view("<u1")
-            if data.nbytes != field.nbytes:
-                raise ValueError(f"{field.name}: {data.nbytes} bytes, the field holds {field.nbytes}")
-            row[name] = self._malloc(data)
-        else:  # RGB_FIELD
-            part = row[name]
-            part["mode"], part["width"], part["height"] = IMAGE_MODES[value.mode], value.width, value.height
-            part["data_ptr"] = self._malloc(np.frombuffer(value.data, np.uint8))
-
-    def _malloc(self, data: np.ndarray) -> int:
-        """Copy into the current page (a fresh one when it does not fit); its file offset."""
-        size = data.nbytes
+    def _malloc(self, data: bytes, started: bool) -> int:
+        """Copy into the current page (a fresh one when it does not fit); its file offset.
+        `started`: part of this sample is already placed (on a fresh page, it starts again)."""
+        size = len(data)
         if size > self.page_size:
             raise ValueError(f"{self.path}: a sample field of {size} bytes does not fit a page of {self.page_size}")
         if self.page_number < 0 or size > self.page_size - self.used:
             self._flush()
             self.page_number, self.used = self.page_number + 1, 0
             self.page.fill(0)
-            if self._allocations:  # part of this sample is on the old page: start it again
+            if started:
                 raise _PageFull
         ptr = self.data_at + self.page_number * self.page_size + self.used
-        self.page[self.used:self.used + size] = data
+        self._buffer[self.used:self.used + size] = data
         self.used += size
-        self._allocations.append((self.written, ptr, size))
         return ptr
+
+    def _write_table(self) -> None:
+        self.table.write(np.array(self._allocations, ALLOCATION).tobytes())
+        self._allocations.clear()
 
     def _flush(self) -> None:
         if self.page_number < 0:
@@ -220,6 +263,8 @@ class BetonWriter:
         if self.written != self.num_samples:
             raise ValueError(f"{self.path}: {self.written} samples written, {self.num_samples} announced")
         self._flush()
+        if self._allocations:
+            self._write_table()
         table_at = self.data_at + (self.page_number + 1) * self.page_size
         header = np.zeros((), HEADER)
         header["version"], header["num_fields"], header["page_size"] = VERSION, len(self.fields), self.page_size

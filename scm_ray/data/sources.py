@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,7 +388,12 @@ def read_loc_solution(path: Path, report: Report) -> dict[str, tuple[list[tuple[
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The folder's image files by name. scandir: the file type comes with the listing, so the
+    1.28 M files of ILSVRC train cost no stat each (only a symlink is followed)."""
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries
+                       if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
+    return [folder / name for name in names]
 
 
 def _imagenet_train(train_dir: Path, root: Path, wnid_index: dict[str, int], split: str,
@@ -400,9 +406,9 @@ def _imagenet_train(train_dir: Path, root: Path, wnid_index: dict[str, int], spl
                        f"its {len(files)} images skipped", skip=False)
             report.skipped["unknown_class"] += len(files)
             continue
-        label = wnid_index[folder.name]
+        label, prefix = wnid_index[folder.name], folder.relative_to(root)
         for f in files:
-            candidates.append(Candidate(str(f.relative_to(root)), label, split, (str(f), None)))
+            candidates.append(Candidate(str(prefix / f.name), label, split, (str(f), None)))
     return candidates
 
 
