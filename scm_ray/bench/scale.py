@@ -55,6 +55,10 @@ class StageResult:
     steady_images_per_s: float
     peak_mib: float
     cores: int
+    # prepare only: the parts one process does, which more cores do not shorten (README
+    # "Capacity planning"): reading and checking the source, and packing while the files are written
+    source_s: float | None = None
+    packing_cpu_s: float | None = None
 
     @property
     def cost_per_image(self) -> float:
@@ -250,7 +254,9 @@ def run_size(n: int, work: Path, checkpoint: Path, cores: int, seed: int) -> tup
                                                 "--out", str(prepared), "--num-workers", str(cores), "--no-progress"],
                                    logs / f"prepare_{n}.log")
     seconds = float(re.search(r"prepared in ([0-9.]+) s", text).group(1))
-    out.append(StageResult("prepare", n, n, wall, seconds, n / seconds, peak, cores))
+    serial = re.search(r"source read and checked in ([0-9.]+) s, .*this process: ([0-9.]+) CPU-s", text)
+    out.append(StageResult("prepare", n, n, wall, seconds, n / seconds, peak, cores,
+                           *(map(float, serial.groups()) if serial else ())))
 
     wall, peak, text = run_watched(_python() + ["-m", "scm_ray.bench.scale", "bare", str(prepared), str(cores)],
                                    logs / f"bare_{n}.log")
@@ -297,6 +303,17 @@ def format_table(results: list[StageResult]) -> list[str]:
     return lines
 
 
+def serial_line(prepare: StageResult) -> str:
+    """prepare's one-process parts at one N, per image: the floor under its time on any number
+    of cores (the encoding processes are the part that spreads)."""
+    if prepare.source_s is None or prepare.packing_cpu_s is None:
+        return f"N={prepare.size}: prepare printed no time line"
+    n = prepare.images
+    return (f"N={n}: prepare's one-process parts: source {prepare.source_s:.1f} s "
+            f"({1e6 * prepare.source_s / n:.0f} us/image), packing {prepare.packing_cpu_s:.1f} CPU-s "
+            f"({1e6 * prepare.packing_cpu_s / n:.0f} us/image)")
+
+
 def summary_line(results: list[StageResult]) -> str:
     """The last line: growth from the smallest to the largest N, and prepare against the bare
     loop at the largest N."""
@@ -331,6 +348,7 @@ def run_benchmark(sizes: list[int], work: Path, cores: int, seed: int = 0, keep:
         results += rows
         print(f"N={n}: generated in {generated:.1f} s (not part of any figure)", flush=True)
         print("\n".join(format_table(rows)[1:]), flush=True)
+        print(serial_line(rows[0]), flush=True)
         if not keep:
             shutil.rmtree(work / f"prepared_{n}", ignore_errors=True)
     print("\n".join(format_table(results)))

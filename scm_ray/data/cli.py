@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
             with Encoders(args.num_workers) as encoders:  # they start while the source is read
                 conversion = _convert(args)
                 summary = write_prepared(conversion, args.out, _options(args, args.eval_size),
-                                         progress=progress, started=started, encoders=encoders)
+                                         progress=progress, started=started, encoders=encoders,
+                                         source_seconds=time.perf_counter() - started)
     except (SourceError, WriterError, ValueError, FileNotFoundError) as exc:
         print(f"prepare {args.source}: error: {exc}", file=sys.stderr)
         return 1

@@ -37,6 +37,9 @@ class PrepareSummary:
     seconds: float = 0.0
     reused: bool = False
     image_bytes: int = 0
+    source_seconds: float | None = None  # reading and checking the source (prepare's serial part)
+    packing_cpu_seconds: float | None = None  # this process's CPU while the files were written
+
 
     def lines(self) -> list[str]:
         info = self.info
@@ -57,6 +60,11 @@ class PrepareSummary:
         written = total + (records.stat().st_size if records.is_file() else 0) + self.image_bytes
         out.append(f"  max boxes per image {info['max_boxes']}; bytes written {_human(written)} "
                    f"(.beton {_human(total)}" + (f", JPEGs {_human(self.image_bytes)}" if self.image_bytes else "") + ")")
+        if self.source_seconds is not None and self.packing_cpu_seconds is not None:
+            writing = self.seconds - self.source_seconds
+            out.append(f"  time: source read and checked in {self.source_seconds:.1f} s, files written in "
+                       f"{writing:.1f} s (this process: {self.packing_cpu_seconds:.1f} CPU-s of packing, "
+                       "the encoding processes the rest)")
         if not self.reused:
             out += ["  " + line for line in self.report.lines()]
         return out
@@ -80,10 +88,14 @@ def write_prepared(
     started: float | None = None,
     image_bytes: int = 0,
     encoders: Encoders | None = None,
+    source_seconds: float | None = None,
 ) -> PrepareSummary:
     """Records + one .beton per split + dataset.json for a converted source (`encoders`: see
-    write_dataset)."""
+    write_dataset). `source_seconds`: how long the conversion took, for the summary's time
+    line, which also gives this process's CPU time while writing (what does not spread over
+    the encoding processes: README "Capacity planning")."""
     started = time.perf_counter() if started is None else started
+    cpu = time.process_time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / INFO_FILE).unlink(missing_ok=True)  # incomplete until rewritten at the end
@@ -97,7 +109,8 @@ def write_prepared(
         print(f"{len(err.failures)} images could not be decoded while writing ({err}); writing again "
               "without them", flush=True)
         info = _write_all(conversion, out_dir, options, fingerprint, progress, encoders)
-    return PrepareSummary(out_dir, info, conversion.report, time.perf_counter() - started, image_bytes=image_bytes)
+    return PrepareSummary(out_dir, info, conversion.report, time.perf_counter() - started, image_bytes=image_bytes,
+                          source_seconds=source_seconds, packing_cpu_seconds=time.process_time() - cpu)
 
 
 def _write_all(conversion: Conversion, out_dir: Path, options: WriteOptions, fingerprint: str | None,

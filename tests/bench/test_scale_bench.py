@@ -28,6 +28,9 @@ def test_bench_scale_prints_table_and_last_line(tmp_path, capsys):
     assert by[("80", "prepare")][2] == "80" and by[("80", "evaluate")][2] == "16"  # 20 % val
     assert all(float(r[8]) > 0 for r in final)  # peak memory was sampled for every stage
     assert (tmp_path / "tree_80" / "LOC_synset_mapping.txt").is_file()
+    serial = [line for line in out if line.startswith("N=80: prepare's one-process parts:")]
+    assert len(serial) == 1 and re.fullmatch(r"N=80: prepare's one-process parts: source [0-9.]+ s \([0-9]+ us/image\), "
+                                             r"packing [0-9.]+ CPU-s \([0-9]+ us/image\)", serial[0]), serial
 
 
 def test_summary_line_keeps_its_form_when_memory_falls():

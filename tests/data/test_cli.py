@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,10 @@ def test_prepare_cub_reports_skips_and_strict(tmp_path, capsys):
     assert main(base) == 0
     text = capsys.readouterr().out
     assert "records skipped: 1 (missing_image 1)" in text and "images.txt:2" in text
+    timing = re.search(r"time: source read and checked in ([0-9.]+) s, files written in ([0-9.]+) s "
+                       r"\(this process: ([0-9.]+) CPU-s of packing", text)
+    total = float(re.search(r"prepared in ([0-9.]+) s", text).group(1))
+    assert timing and abs(float(timing[1]) + float(timing[2]) - total) <= 0.11, text
     table = RecordTable.read(out)
     assert table.count("train") == 3 and table.count("test") == 1 and table.meta["report"]["skipped"] == {"missing_image": 1}
     assert main(base + ["--strict"]) == 1
