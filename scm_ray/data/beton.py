@@ -81,9 +81,9 @@ def metadata_dtype(fields: list[Field]) -> np.dtype:
 
 
 class Image(NamedTuple):
-    """An image as stored: JPEG bytes (mode "jpg") or raw RGB bytes (mode "raw")."""
+    """An image as stored: JPEG bytes (mode "jpg") or raw RGB bytes (mode "raw"), or a view of them."""
 
-    data: bytes
+    data: bytes | memoryview
     width: int
     height: int
     mode: str = "jpg"

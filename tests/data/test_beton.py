@@ -132,3 +132,16 @@ def _resized(plan: SplitPlan, r: Record) -> np.ndarray:
     """The stored image as FFCV's writer takes it: RGB, resized, not yet encoded."""
     size = stored_size(plan.kind, r.width, r.height, plan.max_side, plan.eval_size)
     return resize_image(read_rgb(Path(plan.root) / r.path, strict=True), size)
+
+
+def test_an_encoding_process_that_dies_is_an_error_not_a_hang(image_table):
+    from scm_ray.data.ffcv_io import CHUNK, Encoders, WriterError
+
+    plan = SplitPlan(str(image_table.root), "train", 64, None, 48, MAX_BOXES, 90, "jpg")
+    tasks = [(plan, chunk) for chunk in image_table.chunks("train", CHUNK)]
+    with Encoders(2) as encoders:
+        assert sum(len(r) for r in encoders.map(tasks)) == image_table.count("train")
+        encoders.processes[1].kill()
+        with pytest.raises(WriterError, match=r"an image-encoding process ended unexpectedly \(exit codes \[None, -9"):
+            list(encoders.map(tasks))
+    assert encoders.processes == []
