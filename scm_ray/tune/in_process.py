@@ -30,7 +30,7 @@ def run_trial_in_process(config: dict, plan: dict) -> None:
     from scm_ray.train import engine
     from scm_ray.train.local import InProcessContext
     from scm_ray.train.trainer import check_resumable
-    from scm_ray.tune.search import trial_run_config
+    from scm_ray.tune.trial import trial_run_config
 
     class TrialContext(InProcessContext):
         """The trial's process as a world of one: the run folder first, then Tune."""

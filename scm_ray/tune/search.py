@@ -30,7 +30,8 @@ from scm_ray.tune.config import TuneJobConfig
 from scm_ray.tune.interrupt import stop_search_on_ctrl_c
 from scm_ray.storage import absolute, filesystem, run_location
 from scm_ray.paths import writable_storage
-from scm_ray.tune.space import spec_kind, trial_config
+from scm_ray.tune.space import spec_kind
+from scm_ray.tune.trial import trial_run_config
 
 RUNS_FOLDER = "runs"
 SETTINGS_FILE = "search_settings.json"  # in the experiment folder: the settings it started with
@@ -55,21 +56,6 @@ class SearchPlan:
 def experiment_location(cfg: TuneJobConfig, default_name: str) -> tuple[str, str, str]:
     """(storage, name, experiment folder); a local storage path is made absolute (Ray needs it)."""
     return run_location(cfg.search.storage_path or cfg.ray.storage_path, cfg.search.name, default_name)
-
-
-def trial_run_config(base: dict, sample: dict, plan: dict, trial_id: str) -> TrainJobConfig:
-    """The training config of one trial: its run goes to <runs_root>/<trial_id>; with MLflow
-    tracking, every trial of a search is a run of one experiment named after the search, in
-    the store `scm-ray train` uses for the search's storage folder."""
-    from scm_ray.train.tracking import mlflow_uri
-
-    cfg = trial_config(base, sample)
-    ray_cfg = dataclasses.replace(cfg.ray, storage_path=plan["runs_root"], name=trial_id)
-    train_cfg = cfg.train
-    if "mlflow" in train_cfg.tracking:
-        train_cfg = dataclasses.replace(train_cfg, mlflow_experiment=train_cfg.mlflow_experiment or plan["name"],
-                                        mlflow_uri=mlflow_uri(cfg, plan["storage"]))
-    return dataclasses.replace(cfg, ray=ray_cfg, train=train_cfg)
 
 
 def run_trial(config: dict, plan: dict) -> None:
