@@ -1,5 +1,6 @@
 """An interrupted search resumes: the driver is killed mid-search, the search is resumed, the
-finished trial is kept as it was and the unfinished one continues from its checkpoint."""
+finished trial is kept as it was and the unfinished one continues from its checkpoint (trials on
+Ray Train, and trials in their own process)."""
 
 from __future__ import annotations
 
@@ -46,9 +47,13 @@ def _statuses(experiment: Path) -> dict[str, str]:
     return statuses
 
 
-def _checkpointed_epoch(run_dir: Path) -> int:
+def _checkpointed_epoch(run_dir: Path, in_process: bool = False) -> int:
     """The latest epoch whose checkpoint Ray Train has registered for the run (what it
-    resumes from; a checkpoint folder alone is not registered yet)."""
+    resumes from; a checkpoint folder alone is not registered yet). An in-process trial
+    resumes from its run folder's latest checkpoint, each renamed into place whole."""
+    if in_process:
+        return max((int(p.parent.name.removeprefix("checkpoint_epoch"))
+                    for p in run_dir.glob("checkpoint_epoch*/model.pt")), default=0)
     try:
         results = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
     except (OSError, ValueError, KeyError):
@@ -56,14 +61,15 @@ def _checkpointed_epoch(run_dir: Path) -> int:
     return max((int(r["metrics"]["epoch"]) for r in results), default=0)
 
 
-def _wait_for_one_done_one_checkpointed(experiment: Path, proc: subprocess.Popen, log: Path) -> tuple[str, str]:
+def _wait_for_one_done_one_checkpointed(experiment: Path, proc: subprocess.Popen, log: Path,
+                                        in_process: bool) -> tuple[str, str]:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"search exited early ({proc.returncode}):\n{log.read_text()[-3000:]}"
         statuses = _statuses(experiment)
         done = [t for t, s in statuses.items() if s == "TERMINATED"]
         running = [t for t, s in statuses.items() if s == "RUNNING"]
-        if done and running and _checkpointed_epoch(experiment / "runs" / running[0]):
+        if done and running and _checkpointed_epoch(experiment / "runs" / running[0], in_process):
             return done[0], running[0]
         time.sleep(0.1)
     raise AssertionError(f"no trial finished in time:\n{log.read_text()[-3000:]}")
@@ -82,10 +88,13 @@ def _kill(proc: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
-def test_killed_search_resumes_where_it_stopped(tune_dataset, tmp_path, request):
+@pytest.mark.parametrize("workers", [1, 0], ids=["ray-train-trials", "in-process-trials"])
+def test_killed_search_resumes_where_it_stopped(tune_dataset, tmp_path, request, workers):
     overrides = tiny_search(tune_dataset, tmp_path, "interrupted", [2e-3, 1e-3],
                             f"train.epochs={EPOCHS}", "ray.num_to_keep=4", "eval.threshold_step=0.01",
-                            "search.scheduler.kind=none", "search.max_concurrent_trials=1")
+                            "search.scheduler.kind=none", "search.max_concurrent_trials=1",
+                            f"ray.num_workers={workers}")
+    in_process = workers == 0
     experiment = tmp_path / "interrupted"
     env = own_ray_env()  # its own local Ray
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # save the experiment state at every step
@@ -96,14 +105,14 @@ def test_killed_search_resumes_where_it_stopped(tune_dataset, tmp_path, request)
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        finished, unfinished = _wait_for_one_done_one_checkpointed(experiment, proc, log)
+        finished, unfinished = _wait_for_one_done_one_checkpointed(experiment, proc, log, in_process)
     finally:
         _kill(proc)
     done_run, open_run = experiment / "runs" / finished, experiment / "runs" / unfinished
     done_table = (done_run / "metrics.parquet").read_bytes()
     done_mtime = (done_run / "metrics.parquet").stat().st_mtime_ns
     before = read_history(str(open_run))
-    kept = _checkpointed_epoch(open_run)
+    kept = _checkpointed_epoch(open_run, in_process)
     assert kept < EPOCHS, "the second trial finished before the kill; nothing left to resume"
 
     request.getfixturevalue("local_ray")
