@@ -40,7 +40,6 @@ class PrepareSummary:
     source_seconds: float | None = None  # reading and checking the source (prepare's serial part)
     packing_cpu_seconds: float | None = None  # this process's CPU while the files were written
 
-
     def lines(self) -> list[str]:
         info = self.info
         total = sum(s["bytes"] for s in info["splits"].values())
