@@ -55,7 +55,17 @@ class Record:
     index: int = -1
 
     def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)  # (K, 4)
+        boxes = np.asarray(self.boxes, np.float32)
+        if boxes.size == 0:
+            self.boxes = _NO_BOXES  # most training images: one shared array, not one per record
+        elif boxes.ndim != 2 or boxes.shape[1] != 4:
+            self.boxes = boxes.reshape(-1, 4)  # (K, 4)
+        else:
+            self.boxes = boxes  # (K, 4) already: no second array object (a view) per record
+
+
+_NO_BOXES = np.zeros((0, 4), np.float32)
+_NO_BOXES.flags.writeable = False  # shared by every record without boxes
 
 
 def _to_table(records: Sequence[Record]) -> pa.Table:

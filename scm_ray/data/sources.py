@@ -44,7 +44,8 @@ class Conversion:
     report: Report
     extra: dict = field(default_factory=dict)
     # record path -> the annotation (file, line) it came from, for problems found after the
-    # conversion (a JPEG the writer cannot decode, see Verify "write"); not stored anywhere
+    # conversion (a JPEG the writer cannot decode, see Verify "write"); not stored anywhere. A
+    # path without an entry came from no annotation: the problem is the image file's own.
     where: dict[str, Where] = field(default_factory=dict)
 
     def without(self, failures: dict[str, str], reason: str = "unreadable_image") -> Conversion:
@@ -53,7 +54,7 @@ class Conversion:
         kept = [r for r in self.records if r.path not in failures]
         for r in self.records:
             if r.path in failures:
-                file, line = self.where.get(r.path, (r.path, None))
+                file, line = self.where.get(r.path, (f"{self.root}/{r.path}", None))
                 self.report.add(reason, file, line, f"{r.path}: {failures[r.path]}")
                 self.report.written[r.split] -= 1
         return dataclasses.replace(self, records=kept)
@@ -66,7 +67,9 @@ class Candidate:
     path: str
     label: int
     split: str
-    where: Where
+    # the annotation naming the image; None: none does (an ILSVRC training image), problems are
+    # then reported at the image file itself (not a string per image held for 1.28 M of them)
+    where: Where | None
     boxes: list[list[float]] = field(default_factory=list)
     box_where: list[Where] = field(default_factory=list)
     size: tuple[int, int] | None = None  # (width, height) declared by an annotation file
@@ -122,15 +125,17 @@ def check_images(
 ) -> tuple[list[Record], dict[str, Where]]:
     """Open every candidate's image; keep those whose image, size and boxes are all valid.
     Returns the records and, per record path, the annotation (file, line) it came from."""
-    sizes = probe_images([root / c.path for c in candidates], verify, num_workers, progress=progress)
+    prefix = f"{root}/"
+    sizes = probe_images([prefix + c.path for c in candidates], verify, num_workers, progress=progress)
     records, where = [], {}
     for cand, size in zip(candidates, sizes):
+        origin = cand.where or (prefix + cand.path, None)
         if isinstance(size, ImageProblem):
-            report.add(size.reason, *cand.where, f"{cand.path}: {size}")
+            report.add(size.reason, *origin, f"{cand.path}: {size}")
             continue
         width, height = size
         if cand.size is not None and cand.size != (width, height):
-            report.add("size_mismatch", *(cand.size_where or cand.where),
+            report.add("size_mismatch", *(cand.size_where or origin),
                        f"{cand.path}: annotation says {cand.size[0]}x{cand.size[1]}, image is {width}x{height}")
             continue
         bad = [(box_problem(b, width, height), w) for b, w in zip(cand.boxes, cand.box_where)]
@@ -147,7 +152,8 @@ def check_images(
                 report.add("box_clipped", *w, f"{cand.path}: box {list(before)} clipped to the "
                            f"{width}x{height} image: {after}", skip=False)
         records.append(Record(cand.path, cand.label, cand.split, width, height, np.array(boxes, np.float32)))
-        where[cand.path] = cand.where
+        if cand.where is not None:
+            where[cand.path] = cand.where
         report.written[cand.split] += 1
     return records, where
 
@@ -410,9 +416,9 @@ def _imagenet_train(train_dir: Path, root: Path, wnid_index: dict[str, int], spl
             report.skipped["unknown_class"] += len(names)
             continue
         # strings, not a Path per image: joining paths was a fifth of reading the source
-        label, prefix, where = wnid_index[folder.name], folder.relative_to(root).as_posix(), str(folder)
+        label, prefix = wnid_index[folder.name], folder.relative_to(root).as_posix()
         for name in names:
-            candidates.append(Candidate(f"{prefix}/{name}", label, split, (f"{where}/{name}", None)))
+            candidates.append(Candidate(f"{prefix}/{name}", label, split, None))
     return candidates
 
 
@@ -473,7 +479,7 @@ def _imagenet_val(val_dir: Path, root: Path, boxes_src: Path, wnid_index: dict[s
             report.add("unknown_class", ann, objects[0][2], f"{rel}: class {wnid} is not in the class index")
             continue
         candidates.append(Candidate(
-            rel, wnid_index[wnid], split, (str(f), None),
+            rel, wnid_index[wnid], split, None,  # the image's own problems are the file's
             boxes=[b for _, b, _ in objects], box_where=[(ann, line) for _, _, line in objects],
             size=size, size_where=(ann, None),
         ))

@@ -231,6 +231,23 @@ def test_imagenet_bad_val_annotations(tmp_path):
     assert [r.split for r in conv.records] == ["train"] * 4
 
 
+def test_imagenet_training_image_problems_are_reported_at_the_image_file(tmp_path):
+    """An ILSVRC image's own problems (unreadable) point at the file itself, whether found while
+    the source is checked or later, by the writer (Conversion.without); its boxes' at its XML."""
+    root = make_imagenet(tmp_path)
+    bad = root / "train/n001/n001_3.JPEG"
+    bad.write_bytes(b"not a jpeg at all")
+    conv = convert_imagenet(root, progress=False)
+    (problem,) = problems(conv, "unreadable_image")
+    assert (problem.file, problem.line) == (f"{root}/train/n001/n001_3.JPEG", None)
+    assert conv.where == {}  # nothing held per image: every image's own problems are its file's
+
+    later = conv.without({"train/n002/n002_1.JPEG": "cannot decode"})
+    assert "train/n002/n002_1.JPEG" not in {r.path for r in later.records}
+    (problem,) = [p for p in problems(later, "unreadable_image") if "n002_1" in p.file]
+    assert (problem.file, problem.line) == (f"{root}/train/n002/n002_1.JPEG", None)
+
+
 def test_imagenet_without_box_annotations_is_an_error(tmp_path):
     root = make_imagenet(tmp_path)
     for f in (root / "Annotations/CLS-LOC/val").iterdir():
