@@ -4,6 +4,7 @@ they would fail a writer process or a training step."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
@@ -41,8 +42,7 @@ def probe_image(path: Path, verify: Verify = "decode") -> tuple[int, int]:
     """
     try:
         if verify == "write":
-            with path.open("rb") as f:
-                head = f.read(_HEAD_BYTES)
+            head = _read_head(path)
             if head[:2] == _JPEG_MAGIC:
                 return _jpeg_header_size(head, path)
         elif verify == "decode":
@@ -70,9 +70,24 @@ _JPEG_MAGIC = b"\xff\xd8"
 
 # A JPEG's frame header usually sits in its first few KB (after EXIF and colour profiles).
 _HEAD_BYTES = 64 * 1024
+_heads = threading.local()  # per thread: one reused buffer for the files' first bytes
 
 
-def _jpeg_header_size(head: bytes, path: Path) -> tuple[int, int]:
+def _read_head(path: Path) -> memoryview:
+    """The file's first _HEAD_BYTES bytes, read into this thread's buffer (valid until the
+    thread's next call). Why not f.read(): a new 64 KB bytes per image, cut to the file's size,
+    grew the checking process's memory by ~2.5 KB an image until the check ended (in glibc's
+    malloc arenas, not in Python objects; measured on ImageNet-shaped trees: +19 MiB at 8,000
+    images, so ~3 GB on a straight line to ImageNet); one buffer per thread keeps it flat."""
+    buffer = getattr(_heads, "buffer", None)
+    if buffer is None:
+        buffer = _heads.buffer = bytearray(_HEAD_BYTES)
+    with open(path, "rb", buffering=0) as f:
+        size = f.readinto(buffer)
+    return memoryview(buffer)[:size]
+
+
+def _jpeg_header_size(head: bytes | memoryview, path: Path) -> tuple[int, int]:
     """(width, height) from a JPEG's header, parsed by libjpeg-turbo from the file's first
     bytes (`head`), or from the whole file when its header lies further in; nothing is decoded."""
     import simplejpeg
