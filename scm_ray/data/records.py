@@ -40,7 +40,7 @@ class RecordError(ValueError):
     """A record table is malformed or does not match what the caller needs."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One image. `boxes` is (K, 4) float32 [x0, y0, x1, y1] in original pixels (K may be 0 for
     training images of sources without training boxes). `index` is the row's position within

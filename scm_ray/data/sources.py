@@ -20,7 +20,7 @@ import os
 import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class Conversion:
         return dataclasses.replace(self, records=kept)
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A record before its image is checked, with where each part of it came from."""
 
@@ -70,8 +70,10 @@ class Candidate:
     # the annotation naming the image; None: none does (an ILSVRC training image), problems are
     # then reported at the image file itself (not a string per image held for 1.28 M of them)
     where: Where | None
-    boxes: list[list[float]] = field(default_factory=list)
-    box_where: list[Where] = field(default_factory=list)
+    # default: one shared empty tuple, not two lists per ILSVRC training image (sources that add
+    # boxes one at a time pass their own lists)
+    boxes: Sequence[list[float]] = ()
+    box_where: Sequence[Where] = ()
     size: tuple[int, int] | None = None  # (width, height) declared by an annotation file
     size_where: Where | None = None
 
@@ -593,7 +595,7 @@ def _wsol_split(meta_dir: Path, split: str, report: Report) -> tuple[list[Candid
         except ValueError:
             report.add("malformed_line", labels_file, label_line, f"label {label_text!r} is not an integer")
             continue
-        cand = Candidate(rel, label, split, where)
+        cand = Candidate(rel, label, split, where, boxes=[], box_where=[])
         if rel in sizes:
             (w, h), size_line = sizes[rel][0]
             try:
